@@ -1,0 +1,99 @@
+"""Composition root: builds every component from the settings. The only module that wires.
+
+`dockyard serve` validates the settings, prepares the schema, then starts the HTTP server whose
+worker processes call `asgi_factory`, which reads the settings the parent serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dockyard.auth import AccessPolicy, Authenticator
+from dockyard.config import Settings
+from dockyard.db.engine import Database, create_serving_engine
+from dockyard.db.registry_store import RegistryStore
+from dockyard.domain.errors import DockyardError
+from dockyard.ops.metrics import Metrics, MetricsMiddleware
+from dockyard.ops.routes import health_endtoend, health_instance, metrics
+from dockyard.registry.errors import error_response
+from dockyard.registry.routes import dispatch
+from dockyard.services.blobs import BlobService, Locations
+from dockyard.services.context import Services
+from dockyard.services.health import HealthService
+from dockyard.services.manifests import ManifestService
+from dockyard.services.uploads import UploadService
+from dockyard.storage import open_location
+
+SETTINGS_ENV = "DOCKYARD_SETTINGS_JSON"
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+log = logging.getLogger("dockyard")
+
+
+def build_services(settings: Settings, database: Database) -> Services:
+    store = RegistryStore(database)
+    stores = {
+        name: open_location(name, options, settings.data_dir) for name, options in settings.storage.locations.items()
+    }
+    locations = Locations(stores, settings.storage.preference)
+    registry = settings.registry
+    return Services(
+        authenticator=Authenticator(),
+        policy=AccessPolicy(anonymous_access=True),
+        blobs=BlobService(store, locations),
+        uploads=UploadService(store, locations),
+        manifests=ManifestService(
+            store,
+            max_bytes=registry.max_manifest_bytes,
+            default_page=registry.default_page_size,
+            max_page=registry.max_page_size,
+        ),
+        health=HealthService(store, locations),
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(DockyardError("internal error; the request changed nothing it reported"))
+
+
+def build_app(settings: Settings) -> Starlette:
+    database = Database(create_serving_engine(settings.database_url, pool_size=settings.database.pool_size))
+    services = build_services(settings, database)
+    registry_metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await database.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/v2", dispatch, methods=ALL_METHODS),
+            Route("/v2/{path:path}", dispatch, methods=ALL_METHODS),
+            Route("/health/instance", health_instance),
+            Route("/health/endtoend", health_endtoend),
+            Route("/metrics", metrics),
+        ],
+        exception_handlers={Exception: _internal_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.metrics = registry_metrics
+    app.add_middleware(MetricsMiddleware, metrics=registry_metrics)
+    return app
+
+
+def asgi_factory() -> Starlette:
+    """Entry point of each server worker process."""
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    logging.basicConfig(level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return build_app(settings)

@@ -1,0 +1,92 @@
+"""Load settings: defaults < YAML file < DOCKYARD_* environment < command-line overrides.
+
+Environment variables name a key path with double underscores: `DOCKYARD_DATABASE__URL`,
+`DOCKYARD_SERVER__PORT`. Values are parsed as YAML scalars (so `8080` is a number).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dockyard.config.settings import Settings
+
+ENV_PREFIX = "DOCKYARD_"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every bad key."""
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(path)
+    environ = os.environ if environ is None else environ
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
+            continue
+        keys = key[len(ENV_PREFIX) :].lower().split("__")
+        _set_path(data, keys, yaml.safe_load(raw) if raw else raw, origin=key)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(data, dotted.split("."), value, origin=f"--{dotted}")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+#: Environment variables with the prefix that are not settings (process plumbing).
+_NOT_SETTINGS = frozenset({"DOCKYARD_SETTINGS_JSON"})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return loaded
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, *, origin: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {'.'.join(keys)} cannot be set, {key} is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "union_tag_invalid":
+            message = (
+                f"unknown driver {error['input'].get('driver')!r}" if isinstance(error["input"], dict) else message
+            )
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,452 @@
+"""Queries of the registry data path. Each method is one transaction; results are immutable records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dockyard.db.clock import now_ms
+from dockyard.db.engine import Database
+from dockyard.db.tables import (
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    namespaces,
+    placements,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
+)
+from dockyard.domain.errors import ManifestBlobUnknown, ManifestUnknown
+from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
+from dockyard.domain.names import namespace_of
+
+
+class RegistryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _insert_ignore(self, table: Any, values: dict[str, Any], conflict: Sequence[str]) -> Any:
+        if self.db.dialect == "postgresql":
+            return pg_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
+        if self.db.dialect == "sqlite":
+            return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
+        return insert(table).values(values).prefix_with("IGNORE")
+
+    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
+        repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
+        if repo_id is not None:
+            return int(repo_id)
+        now = now_ms()
+        namespace = namespace_of(name)
+        await conn.execute(self._insert_ignore(namespaces, {"name": namespace, "created_at": now}, ["name"]))
+        namespace_id = await conn.scalar(select(namespaces.c.id).where(namespaces.c.name == namespace))
+        await conn.execute(
+            self._insert_ignore(repositories, {"name": name, "namespace_id": namespace_id, "created_at": now}, ["name"])
+        )
+        repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
+        assert repo_id is not None
+        return int(repo_id)
+
+    @staticmethod
+    async def _repository_id(conn: AsyncConnection, name: str) -> int | None:
+        value = await conn.scalar(
+            select(repositories.c.id).where(repositories.c.name == name, repositories.c.state == "normal")
+        )
+        return None if value is None else int(value)
+
+    async def repository_exists(self, name: str) -> bool:
+        async with self.db.read() as conn:
+            return await self._repository_id(conn, name) is not None
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    async def blob_in_repository(self, repository: str, digest: str) -> BlobInfo | None:
+        query = (
+            select(blobs.c.size)
+            .select_from(
+                repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id).join(
+                    blobs, blobs.c.id == repository_blobs.c.blob_id
+                )
+            )
+            .where(repositories.c.name == repository, repositories.c.state == "normal", blobs.c.digest == digest)
+        )
+        async with self.db.read() as conn:
+            size = await conn.scalar(query)
+        return None if size is None else BlobInfo(digest=digest, size=int(size), key="")
+
+    async def blob(self, digest: str) -> BlobInfo | None:
+        async with self.db.read() as conn:
+            size = await conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest))
+        return None if size is None else BlobInfo(digest=digest, size=int(size), key="")
+
+    async def placements_of(self, digest: str) -> list[str]:
+        query = (
+            select(placements.c.location)
+            .join(blobs, blobs.c.id == placements.c.blob_id)
+            .where(blobs.c.digest == digest)
+        )
+        async with self.db.read() as conn:
+            return list((await conn.scalars(query)).all())
+
+    async def record_blob(self, repository: str, digest: str, size: int, location: str, upload_id: str | None) -> None:
+        """Make a stored blob visible in `repository` (and drop the finished upload) atomically."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id = await self._ensure_repository(conn, repository)
+            await conn.execute(
+                self._insert_ignore(blobs, {"digest": digest, "size": size, "created_at": now}, ["digest"])
+            )
+            blob_id = (await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one()
+            await conn.execute(
+                self._insert_ignore(
+                    placements, {"blob_id": blob_id, "location": location, "created_at": now}, ["blob_id", "location"]
+                )
+            )
+            await self._link(conn, repo_id, int(blob_id), now)
+            if upload_id is not None:
+                await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    async def _link(self, conn: AsyncConnection, repo_id: int, blob_id: int, now: int) -> None:
+        # A fresh link restarts the grace period that protects an unreferenced blob from GC.
+        result = await conn.execute(
+            update(repository_blobs)
+            .where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id == blob_id)
+            .values(created_at=now)
+        )
+        if result.rowcount == 0:
+            await conn.execute(
+                self._insert_ignore(
+                    repository_blobs,
+                    {"repository_id": repo_id, "blob_id": blob_id, "created_at": now},
+                    ["repository_id", "blob_id"],
+                )
+            )
+
+    async def mount_blob(self, repository: str, digest: str, source: str | None) -> bool:
+        """Link an existing blob into `repository`; from `source` only, or from anywhere when None."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            query = select(blobs.c.id).where(blobs.c.digest == digest)
+            if source is not None:
+                query = (
+                    query.join(repository_blobs, repository_blobs.c.blob_id == blobs.c.id)
+                    .join(
+                        repositories,
+                        and_(repositories.c.id == repository_blobs.c.repository_id, repositories.c.name == source),
+                    )
+                    .where(repositories.c.state == "normal")
+                )
+            blob_id = await conn.scalar(query.limit(1))
+            if blob_id is None:
+                return False
+            repo_id = await self._ensure_repository(conn, repository)
+            await self._link(conn, repo_id, int(blob_id), now)
+            return True
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        async with self.db.write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            blob_id = await conn.scalar(select(blobs.c.id).where(blobs.c.digest == digest))
+            if blob_id is None:
+                return False
+            result = await conn.execute(
+                delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id == blob_id
+                )
+            )
+            return bool(result.rowcount)
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def create_upload(self, repository: str, upload_id: str, location: str) -> UploadState:
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id = await self._ensure_repository(conn, repository)
+            await conn.execute(
+                insert(uploads).values(
+                    id=upload_id, repository_id=repo_id, offset=0, location=location, created_at=now, updated_at=now
+                )
+            )
+        return UploadState(id=upload_id, repository=repository, offset=0, key=location, created_at=now)
+
+    async def upload(self, repository: str, upload_id: str) -> UploadState | None:
+        query = (
+            select(uploads.c.offset, uploads.c.location, uploads.c.created_at)
+            .join(repositories, repositories.c.id == uploads.c.repository_id)
+            .where(uploads.c.id == upload_id, repositories.c.name == repository)
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return UploadState(
+            id=upload_id,
+            repository=repository,
+            offset=int(row.offset),
+            key=row.location,
+            created_at=int(row.created_at),
+        )
+
+    async def advance_upload(self, upload_id: str, expected: int, offset: int) -> bool:
+        """Move the offset from `expected` to `offset`; False when another request moved it first."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.offset == expected)
+                .values(offset=offset, updated_at=now_ms())
+            )
+            return bool(result.rowcount)
+
+    async def delete_upload(self, upload_id: str) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+            return bool(result.rowcount)
+
+    async def count_uploads(self) -> int:
+        async with self.db.read() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(uploads)) or 0)
+
+    # -- manifests and tags --------------------------------------------------------------------
+
+    async def put_manifest(
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        content: bytes,
+        *,
+        artifact_type: str | None,
+        subject: str | None,
+        blob_digests: Sequence[str],
+        child_digests: Sequence[str],
+        tag: str | None,
+    ) -> None:
+        """Store a manifest with its edges and point `tag` at it, in one transaction."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id = await self._ensure_repository(conn, repository)
+            blob_ids = await self._blob_ids_in(conn, repo_id, blob_digests)
+            child_ids = await self._manifest_ids_in(conn, repo_id, child_digests)
+            manifest_id = await conn.scalar(
+                select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            )
+            if manifest_id is None:
+                manifest_id = (
+                    await conn.execute(
+                        insert(manifests)
+                        .values(
+                            repository_id=repo_id,
+                            digest=digest,
+                            media_type=media_type,
+                            artifact_type=artifact_type,
+                            subject_digest=subject,
+                            size=len(content),
+                            content=content,
+                            created_at=now,
+                        )
+                        .returning(manifests.c.id)
+                    )
+                ).scalar_one()
+                if blob_ids:
+                    await conn.execute(
+                        insert(manifest_blobs), [{"manifest_id": manifest_id, "blob_id": b} for b in blob_ids]
+                    )
+                if child_ids:
+                    await conn.execute(
+                        insert(manifest_children), [{"parent_id": manifest_id, "child_id": c} for c in child_ids]
+                    )
+            else:
+                await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
+            if tag is not None:
+                await self._move_tag(conn, repo_id, tag, int(manifest_id), now)
+
+    async def _blob_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
+        wanted = set(digests)
+        if not wanted:
+            return []
+        rows = await conn.execute(
+            select(blobs.c.id, blobs.c.digest)
+            .join(repository_blobs, repository_blobs.c.blob_id == blobs.c.id)
+            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
+        )
+        found = {row.digest: int(row.id) for row in rows}
+        missing = sorted(wanted - found.keys())
+        if missing:
+            raise ManifestBlobUnknown(f"blob {missing[0]} is not in the repository", detail={"digest": missing[0]})
+        return list(found.values())
+
+    async def _manifest_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
+        wanted = set(digests)
+        if not wanted:
+            return []
+        rows = await conn.execute(
+            select(manifests.c.id, manifests.c.digest).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted), manifests.c.deleted_at.is_(None)
+            )
+        )
+        found = {row.digest: int(row.id) for row in rows}
+        missing = sorted(wanted - found.keys())
+        if missing:
+            raise ManifestUnknown(f"manifest {missing[0]} is not in the repository", detail={"digest": missing[0]})
+        return list(found.values())
+
+    async def _move_tag(self, conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int) -> None:
+        current = await conn.scalar(
+            select(tags.c.manifest_id).where(
+                tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None)
+            )
+        )
+        if current == manifest_id:
+            return
+        if current is not None:
+            await conn.execute(
+                update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
+                .values(end_at=now)
+            )
+        await conn.execute(insert(tags).values(repository_id=repo_id, name=tag, manifest_id=manifest_id, start_at=now))
+
+    _MANIFEST_COLUMNS = (
+        manifests.c.digest,
+        manifests.c.media_type,
+        manifests.c.size,
+        manifests.c.content,
+        manifests.c.subject_digest,
+        manifests.c.artifact_type,
+    )
+
+    @staticmethod
+    def _record(row: Any) -> ManifestRecord:
+        return ManifestRecord(
+            digest=row.digest,
+            media_type=row.media_type,
+            size=int(row.size),
+            content=bytes(row.content),
+            subject=row.subject_digest,
+            artifact_type=row.artifact_type,
+        )
+
+    async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
+        query = (
+            select(*self._MANIFEST_COLUMNS)
+            .select_from(
+                repositories.join(tags, tags.c.repository_id == repositories.c.id).join(
+                    manifests, manifests.c.id == tags.c.manifest_id
+                )
+            )
+            .where(
+                repositories.c.name == repository,
+                repositories.c.state == "normal",
+                tags.c.name == tag,
+                tags.c.end_at.is_(None),
+                manifests.c.deleted_at.is_(None),
+            )
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else self._record(row)
+
+    async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
+        query = (
+            select(*self._MANIFEST_COLUMNS)
+            .join(repositories, repositories.c.id == manifests.c.repository_id)
+            .where(
+                repositories.c.name == repository,
+                repositories.c.state == "normal",
+                manifests.c.digest == digest,
+                manifests.c.deleted_at.is_(None),
+            )
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else self._record(row)
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        async with self.db.write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
+                .values(end_at=now_ms())
+            )
+            return bool(result.rowcount)
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Hide a manifest and end every live tag pointing at it."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            manifest_id = await conn.scalar(
+                select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == digest, manifests.c.deleted_at.is_(None)
+                )
+            )
+            if manifest_id is None:
+                return False
+            await conn.execute(
+                update(tags).where(tags.c.manifest_id == manifest_id, tags.c.end_at.is_(None)).values(end_at=now)
+            )
+            await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=now))
+            return True
+
+    async def list_tags(self, repository: str, last: str | None, limit: int) -> Page | None:
+        async with self.db.read() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            query = select(tags.c.name).where(tags.c.repository_id == repo_id, tags.c.end_at.is_(None))
+            if last:
+                query = query.where(tags.c.name > last)
+            names = list((await conn.scalars(query.order_by(tags.c.name).limit(limit + 1))).all())
+        return _page(names, limit)
+
+    async def catalog(self, last: str | None, limit: int) -> Page:
+        query = select(repositories.c.name).where(repositories.c.state == "normal")
+        if last:
+            query = query.where(repositories.c.name > last)
+        async with self.db.read() as conn:
+            names = list((await conn.scalars(query.order_by(repositories.c.name).limit(limit + 1))).all())
+        return _page(names, limit)
+
+    async def referrers(self, repository: str, subject: str) -> list[ManifestRecord] | None:
+        async with self.db.read() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            rows = await conn.execute(
+                select(*self._MANIFEST_COLUMNS)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.subject_digest == subject,
+                    manifests.c.deleted_at.is_(None),
+                )
+                .order_by(manifests.c.created_at, manifests.c.id)
+            )
+            return [self._record(row) for row in rows]
+
+    async def ping(self) -> None:
+        async with self.db.read() as conn:
+            await conn.scalar(select(exists().where(repositories.c.id == 0)))
+
+
+def _page(names: list[str], limit: int) -> Page:
+    if len(names) > limit:
+        names = names[:limit]
+        return Page(items=names, next_last=names[-1] if names else None)
+    return Page(items=names, next_last=None)

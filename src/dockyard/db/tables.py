@@ -1,0 +1,154 @@
+"""Tables. Timestamps are integer milliseconds since the epoch (portable, cheap to compare).
+
+namespaces           one per user or organization (first component of a repository name)
+repositories         name (full path), visibility, state
+blobs                content-addressed, stored once globally: digest, size
+placements           which storage locations hold a blob
+repository_blobs     a blob readable in a repository (uploaded or mounted there); its
+                     created_at starts the grace period that protects it from GC until a
+                     manifest references it
+manifests            per repository, unique digest, exact bytes; deleted_at hides it
+manifest_blobs       edges manifest -> config and layer blobs
+manifest_children    edges index -> child manifests (same repository)
+tags                 history rows (repository, name, manifest, start_at, end_at); the live tag
+                     is the row with end_at IS NULL (unique per repository and name)
+uploads              in-progress upload sessions; the bytes live in storage under uploads/<id>
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+DIGEST = String(160)
+
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("namespace_id", Integer, ForeignKey("namespaces.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("visibility", String(16), nullable=False, server_default="private"),
+    Column("state", String(16), nullable=False, server_default="normal"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", DIGEST, nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+placements = Table(
+    "placements",
+    metadata,
+    Column("blob_id", Integer, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("location", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("blob_id", Integer, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "blob_id"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("subject_digest", DIGEST, nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    UniqueConstraint("repository_id", "digest"),
+    Index(None, "repository_id", "subject_digest"),
+)
+
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("blob_id", Integer, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "blob_id"),
+)
+
+manifest_children = Table(
+    "manifest_children",
+    metadata,
+    Column("parent_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("child_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "child_id"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("start_at", BigInteger, nullable=False),
+    Column("end_at", BigInteger, nullable=True),
+    Index(
+        "uq_tags_live",
+        "repository_id",
+        "name",
+        unique=True,
+        sqlite_where=text("end_at IS NULL"),
+        postgresql_where=text("end_at IS NULL"),
+    ),
+    Index(None, "repository_id", "name", "start_at"),
+    Index(None, "manifest_id"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Pure domain types and rules: digests, names, references, errors. Imports the stdlib only."""

@@ -1,0 +1,88 @@
+"""Typed domain errors raised by services; entry points map them to wire formats in one place."""
+
+from __future__ import annotations
+
+
+class DockyardError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    def __init__(self, message: str, *, detail: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class DigestInvalid(DockyardError):
+    """A digest is malformed, or content does not match the digest it was given."""
+
+
+class NameInvalid(DockyardError):
+    """A repository name does not follow the grammar."""
+
+
+class TagInvalid(DockyardError):
+    """A tag does not follow the grammar."""
+
+
+class NameUnknown(DockyardError):
+    """The repository does not exist."""
+
+
+class BlobUnknown(DockyardError):
+    """The blob is not known to the repository."""
+
+
+class BlobUploadUnknown(DockyardError):
+    """The upload session does not exist (never did, finished or cancelled)."""
+
+
+class BlobUploadInvalid(DockyardError):
+    """The upload request is malformed (bad Content-Range, length mismatch, truncated body)."""
+
+
+class RangeNotSatisfiable(DockyardError):
+    """A chunk does not start at the session's offset, or a read range lies outside the blob."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class ManifestUnknown(DockyardError):
+    """The manifest (or tag) is not known to the repository."""
+
+
+class ManifestInvalid(DockyardError):
+    """The manifest is not valid JSON or does not follow its schema."""
+
+
+class ManifestBlobUnknown(DockyardError):
+    """A manifest names a blob absent from the repository."""
+
+
+class ManifestTooLarge(DockyardError):
+    """A manifest is larger than the configured limit."""
+
+
+class SizeInvalid(DockyardError):
+    """A declared size does not match the content."""
+
+
+class Unsupported(DockyardError):
+    """The operation is not supported."""
+
+
+class Unauthorized(DockyardError):
+    """No or bad credentials were presented."""
+
+
+class Denied(DockyardError):
+    """The principal is known but may not perform the action."""
+
+
+class TooManyRequests(DockyardError):
+    """A rate limit was hit."""
+
+
+class StorageUnavailable(DockyardError):
+    """The blob store failed; the request may be retried."""

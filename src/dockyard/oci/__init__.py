@@ -1,0 +1,1 @@
+"""OCI and Docker media types; manifest and index parsing and validation. Imports `domain` only."""

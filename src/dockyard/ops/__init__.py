@@ -1,0 +1,4 @@
+"""Operations endpoints: `/health/instance`, `/health/endtoend`, `/metrics`, and request metrics.
+
+Imports `services` and below, never `db` or `storage`.
+"""

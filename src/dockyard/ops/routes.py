@@ -1,0 +1,38 @@
+"""Health and metrics endpoints."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.ops.metrics import Metrics
+from dockyard.services.context import Services
+from dockyard.services.health import Check
+
+
+def _health_response(checks: dict[str, Check]) -> Response:
+    healthy = all(check.ok for check in checks.values())
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "services": {name: {"ok": c.ok, "detail": c.detail, "millis": c.millis} for name, c in checks.items()},
+    }
+    return Response(json.dumps(body), 200 if healthy else 503, media_type="application/json")
+
+
+async def health_instance(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return _health_response(await services.health.instance())
+
+
+async def health_endtoend(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return _health_response(await services.health.end_to_end())
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    registry_metrics: Metrics = request.app.state.metrics
+    registry_metrics.upload_sessions.set(await services.uploads.open_sessions())
+    return Response(registry_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

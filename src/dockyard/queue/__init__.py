@@ -1,0 +1,1 @@
+"""Durable jobs in the database (leases, retries, idempotent handlers). Imports `db` and below."""

@@ -1,0 +1,138 @@
+"""Manifests, tags, the catalog and referrers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from dockyard.db.registry_store import RegistryStore
+from dockyard.domain.digest import Digest, looks_like_digest
+from dockyard.domain.errors import DigestInvalid, ManifestTooLarge, ManifestUnknown, NameUnknown
+from dockyard.domain.models import Descriptor, ManifestRecord, Page
+from dockyard.domain.names import validate_tag
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.manifest import descriptor_json, parse_manifest
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+def _acceptable(media_type: str, accept: list[str]) -> bool:
+    if not accept:
+        return True
+    for item in accept:
+        value = item.split(";", 1)[0].strip()
+        if value in ("*/*", media_type, "application/*") or value == media_type.split("/", 1)[0] + "/*":
+            return True
+    return False
+
+
+class ManifestService:
+    def __init__(self, store: RegistryStore, *, max_bytes: int, default_page: int, max_page: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.default_page = default_page
+        self.max_page = max_page
+
+    async def read_body(self, body: AsyncIterator[bytes], declared: int | None) -> bytes:
+        if declared is not None and declared > self.max_bytes:
+            raise ManifestTooLarge(f"manifest of {declared} bytes exceeds the limit of {self.max_bytes}")
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in body:
+            total += len(chunk)
+            if total > self.max_bytes:
+                raise ManifestTooLarge(f"manifest exceeds the limit of {self.max_bytes} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def put(self, repository: str, reference: str, content_type: str | None, content: bytes) -> PutResult:
+        tag: str | None = None
+        if looks_like_digest(reference):
+            expected = Digest.parse(reference)
+            digest = Digest.of(content, expected.algorithm)
+            if digest != expected:
+                raise DigestInvalid(f"manifest has digest {digest}, not {expected}", detail={"digest": reference})
+        else:
+            tag = validate_tag(reference)
+            digest = Digest.of(content)
+        parsed = parse_manifest(content, content_type)
+        subject = parsed.subject.digest if parsed.subject else None
+        await self.store.put_manifest(
+            repository,
+            str(digest),
+            parsed.media_type,
+            content,
+            artifact_type=parsed.artifact_type,
+            subject=subject,
+            blob_digests=[d.digest for d in parsed.blobs],
+            child_digests=[d.digest for d in parsed.children],
+            tag=tag,
+        )
+        return PutResult(digest=str(digest), subject=subject)
+
+    async def get(self, repository: str, reference: str, accept: list[str]) -> ManifestRecord:
+        if looks_like_digest(reference):
+            Digest.parse(reference)
+            record = await self.store.manifest_by_digest(repository, reference)
+        else:
+            validate_tag(reference)
+            record = await self.store.manifest_by_tag(repository, reference)
+        if record is None:
+            raise ManifestUnknown(f"manifest {reference} is not in {repository}", detail={"reference": reference})
+        if not _acceptable(record.media_type, accept):
+            raise ManifestUnknown(
+                f"manifest {reference} is a {record.media_type}, which the client does not accept",
+                detail={"reference": reference, "mediaType": record.media_type},
+            )
+        return record
+
+    async def delete(self, repository: str, reference: str) -> None:
+        if looks_like_digest(reference):
+            Digest.parse(reference)
+            found = await self.store.delete_manifest(repository, reference)
+        else:
+            found = await self.store.delete_tag(repository, validate_tag(reference))
+        if not found:
+            raise ManifestUnknown(f"manifest {reference} is not in {repository}", detail={"reference": reference})
+
+    def page_size(self, n: int | None) -> int:
+        return self.default_page if n is None else min(max(n, 0), self.max_page)
+
+    async def tags(self, repository: str, n: int | None, last: str | None) -> Page:
+        page = await self.store.list_tags(repository, last, self.page_size(n))
+        if page is None:
+            raise NameUnknown(f"repository {repository} is not known", detail={"name": repository})
+        return page
+
+    async def catalog(self, n: int | None, last: str | None) -> Page:
+        return await self.store.catalog(last, self.page_size(n))
+
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> bytes:
+        """The OCI image index listing manifests whose subject is `subject`."""
+        Digest.parse(subject)
+        records = await self.store.referrers(repository, subject) or []
+        descriptors = [_referrer(record) for record in records]
+        if artifact_type is not None:
+            descriptors = [d for d in descriptors if d.artifact_type == artifact_type]
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [descriptor_json(d) for d in descriptors],
+        }
+        return json.dumps(index, separators=(",", ":")).encode()
+
+
+def _referrer(record: ManifestRecord) -> Descriptor:
+    parsed = parse_manifest(record.content, record.media_type)
+    return Descriptor(
+        media_type=record.media_type,
+        digest=record.digest,
+        size=record.size,
+        artifact_type=record.artifact_type or parsed.config_media_type,
+        annotations=parsed.annotations or None,
+    )

@@ -1,0 +1,117 @@
+"""Migrations on real databases: upgrade, downgrade, upgrade again, with data in the tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from dockyard.db import migrate
+from dockyard.db.engine import create_sync_engine
+
+pytestmark = pytest.mark.integration
+
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_sync_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(database_url: str) -> None:
+    migrate.upgrade(database_url)
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+    assert {"blobs", "manifests", "tags", "uploads", "repository_blobs"} <= _tables(database_url)
+
+    engine = create_sync_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO namespaces (name, created_at) VALUES ('ns', 1)"))
+        conn.execute(text("INSERT INTO blobs (digest, size, created_at) VALUES ('sha256:00', 1, 1)"))
+    engine.dispose()
+
+    migrate.downgrade(database_url, "base")
+    assert migrate.current_revision(database_url) is None
+    assert "blobs" not in _tables(database_url)
+
+    migrate.upgrade(database_url)
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+    migrate.check_current(database_url)
+
+
+def test_live_tag_is_unique(database_url: str) -> None:
+    migrate.upgrade(database_url)
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO namespaces (id, name, created_at) VALUES (1, 'ns', 1)"))
+            conn.execute(text("INSERT INTO repositories (id, namespace_id, name, created_at) VALUES (1, 1, 'ns/r', 1)"))
+            conn.execute(
+                text(
+                    "INSERT INTO manifests (id, repository_id, digest, media_type, size, content, created_at) "
+                    "VALUES (1, 1, 'sha256:aa', 'x', 1, :c, 1)"
+                ),
+                {"c": b"{}"},
+            )
+            insert = "INSERT INTO tags (repository_id, name, manifest_id, start_at, end_at) VALUES (1, 't', 1, 1, :end)"
+            conn.execute(text(insert), {"end": 5})
+            conn.execute(text(insert), {"end": 6})
+            conn.execute(text(insert), {"end": None})
+        with pytest.raises(Exception, match="(?i)unique"), engine.begin() as conn:
+            conn.execute(text(insert), {"end": None})
+    finally:
+        engine.dispose()
+
+
+def test_server_refuses_an_out_of_date_postgres_schema(postgres_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.yaml"
+    config.write_text(f"database:\n  url: {postgres_url}\n")
+    result = subprocess.run(
+        [DOCKYARD, "serve", "--host", "127.0.0.1", "--port", "1", "--config", str(config), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "dockyard db upgrade" in result.stderr
+    assert "empty database" in result.stderr
+
+
+def test_db_upgrade_command(postgres_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.yaml"
+    config.write_text(f"database:\n  url: {postgres_url}\n")
+    result = subprocess.run(
+        [DOCKYARD, "db", "upgrade", "--config", str(config), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert migrate.current_revision(postgres_url) == migrate.head_revision()
+
+
+def test_bad_configuration_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.yaml"
+    config.write_text("storage:\n  locations:\n    local:\n      driver: floppy\n")
+    result = subprocess.run(
+        [DOCKYARD, "serve", "--config", str(config), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "storage.locations.local.driver" in result.stderr
+    validate = subprocess.run(
+        [DOCKYARD, "config", "validate", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert validate.returncode != 0
+    assert "storage.locations.local.driver" in validate.stderr
