@@ -19,6 +19,7 @@ from starlette.routing import Route
 from dockyard.auth import AccessPolicy, Authenticator
 from dockyard.config import Settings
 from dockyard.db.engine import Database, create_serving_engine
+from dockyard.db.hot_reads import open_hot_reads
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
@@ -38,8 +39,7 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 log = logging.getLogger("dockyard")
 
 
-def build_services(settings: Settings, database: Database) -> Services:
-    store = RegistryStore(database)
+def build_services(settings: Settings, store: RegistryStore) -> Services:
     stores = {
         name: open_location(name, options, settings.data_dir) for name, options in settings.storage.locations.items()
     }
@@ -66,14 +66,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(settings: Settings) -> Starlette:
-    database = Database(create_serving_engine(settings.database_url, pool_size=settings.database.pool_size))
-    services = build_services(settings, database)
+    pool_size = settings.database.pool_size
+    database = Database(create_serving_engine(settings.database_url, pool_size=pool_size))
+    store = RegistryStore(database, open_hot_reads(settings.database_url, pool_size))
+    services = build_services(settings, store)
     registry_metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await database.dispose()
+        await store.close()
 
     app = Starlette(
         routes=[

@@ -45,7 +45,7 @@ def serve(
 ) -> None:
     """Run the registry (the embedded default needs no configuration)."""
     from granian import Granian  # noqa: PLC0415 - heavy; only this command needs it
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
     settings = _settings(

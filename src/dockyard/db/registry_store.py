@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
+from dockyard.db.hot_reads import HotReads
 from dockyard.db.tables import (
     blobs,
     manifest_blobs,
@@ -30,8 +31,14 @@ from dockyard.domain.names import namespace_of
 
 
 class RegistryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hot: HotReads | None = None) -> None:
         self.db = db
+        self.hot = hot
+
+    async def close(self) -> None:
+        if self.hot is not None:
+            await self.hot.close()
+        await self.db.dispose()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -71,6 +78,9 @@ class RegistryStore:
     # -- blobs ---------------------------------------------------------------------------------
 
     async def blob_in_repository(self, repository: str, digest: str) -> BlobInfo | None:
+        if self.hot is not None:
+            size = await self.hot.blob_size(repository, digest)
+            return None if size is None else BlobInfo(digest=digest, size=size, key="")
         query = (
             select(blobs.c.size)
             .select_from(
@@ -339,6 +349,8 @@ class RegistryStore:
         )
 
     async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
+        if self.hot is not None:
+            return await self.hot.manifest_by_tag(repository, tag)
         query = (
             select(*self._MANIFEST_COLUMNS)
             .select_from(
@@ -359,6 +371,8 @@ class RegistryStore:
         return None if row is None else self._record(row)
 
     async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
+        if self.hot is not None:
+            return await self.hot.manifest_by_digest(repository, digest)
         query = (
             select(*self._MANIFEST_COLUMNS)
             .join(repositories, repositories.c.id == manifests.c.repository_id)
