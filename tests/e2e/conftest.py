@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """When a test fails, attach the tail of the registry's stderr to its report."""
     report = yield
     if report.when == "call" and report.failed:
@@ -38,9 +40,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             server = getattr(item, "funcargs", {}).get(name)
             if isinstance(server, RegistryServer):
                 alive = "running" if server.proc.poll() is None else f"exited {server.proc.returncode}"
-                report.sections.append(
-                    (f"{server.kind} registry stderr ({alive})", server.stderr_text() or "(empty)")
-                )
+                report.sections.append((f"{server.kind} registry stderr ({alive})", server.stderr_text() or "(empty)"))
     return report
 
 
@@ -49,8 +49,7 @@ def e2e_tools() -> None:
     missing = helpers.missing_tools()
     if missing:
         pytest.fail(
-            f"missing programs {missing}; install with: "
-            f"apt-get install -y {helpers.DEBIAN_PACKAGES}",
+            f"missing programs {missing}; install with: apt-get install -y {helpers.DEBIAN_PACKAGES}",
             pytrace=False,
         )
 
@@ -96,7 +95,7 @@ def client_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def container_tool(tmp_path: Path) -> Iterator:
+def container_tool(tmp_path: Path) -> Iterator[helpers.ToolFactory]:
     """Factory: container_tool("podman" | "buildah", name) with private storage."""
     made: list[ContainerTool] = []
 
@@ -169,8 +168,20 @@ def build_base_layout(kind: str) -> Path:
             helpers.run(["umoci", "new", "--image", image])
             helpers.run(["umoci", "insert", "--image", image, rootfs, "/"], timeout=600)
             helpers.run(
-                ["umoci", "config", "--image", image, "--os", "linux", "--architecture", "amd64",
-                 "--config.cmd", "/bin/sh", "--config.env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+                [
+                    "umoci",
+                    "config",
+                    "--image",
+                    image,
+                    "--os",
+                    "linux",
+                    "--architecture",
+                    "amd64",
+                    "--config.cmd",
+                    "/bin/sh",
+                    "--config.env",
+                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                ]
             )
             helpers.run(["umoci", "gc", "--layout", tmp_layout])
             (tmp_layout / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))

@@ -6,6 +6,7 @@ over loopback. Every subprocess is bounded by a timeout; every failure carries t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,8 +20,9 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -69,6 +71,7 @@ def run(
             env=full_env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(
@@ -98,7 +101,8 @@ def missing_tools(tools: Sequence[str] = REQUIRED_TOOLS) -> list[str]:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def unique_repo(prefix: str) -> str:
@@ -157,23 +161,15 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> No
     """Stop the process group we started (pid == pgid), TERM then KILL."""
     pgid = proc.pid
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     # Workers of the group may outlive the leader: kill whatever is left in *our* group.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def dockyard_binary() -> Path:
@@ -207,14 +203,12 @@ def _server_command(kind: str, workdir: Path, port: int, workers: int | None) ->
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     if kind == "reference":
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            raise RuntimeError(
-                "docker-registry not installed (apt-get install -y docker-registry)"
-            )
+        reference = shutil.which("docker-registry")
+        if reference is None:
+            raise RuntimeError("docker-registry not installed (apt-get install -y docker-registry)")
         config = workdir / "config.yml"
         config.write_text(REFERENCE_CONFIG.format(root=data_dir, port=port))
-        return [binary, "serve", str(config)]
+        return [reference, "serve", str(config)]
     binary = dockyard_binary()
     if not binary.exists():
         raise RuntimeError(f"dockyard executable not found at {binary} (set DOCKYARD_BIN)")
@@ -349,18 +343,19 @@ def umoci_image(
     config_cmd += ["--config.cmd", cmd, "--author", "dockyard-e2e"]
     run(config_cmd)
     run(["umoci", "gc", "--layout", layout])
-    return layout_ref(layout, tag)["digest"]
+    return str(layout_ref(layout, tag)["digest"])
 
 
-def layout_index(layout: Path) -> dict:
-    return json.loads((layout / "index.json").read_text())
+def layout_index(layout: Path) -> dict[str, Any]:
+    index: dict[str, Any] = json.loads((layout / "index.json").read_text())
+    return index
 
 
-def layout_ref(layout: Path, tag: str) -> dict:
+def layout_ref(layout: Path, tag: str) -> dict[str, Any]:
     """The descriptor in the layout's index.json named `tag`."""
     for desc in layout_index(layout)["manifests"]:
         if desc.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
-            return desc
+            return dict(desc)
     raise AssertionError(f"tag {tag!r} not in {layout}/index.json: {layout_index(layout)}")
 
 
@@ -383,7 +378,7 @@ def write_layout_blob(layout: Path, data: bytes) -> str:
     return digest
 
 
-def set_layout_refs(layout: Path, refs: Mapping[str, Mapping]) -> None:
+def set_layout_refs(layout: Path, refs: Mapping[str, Mapping[str, Any]]) -> None:
     """Rewrite index.json so it names exactly `refs` ({tag: descriptor})."""
     manifests = []
     for tag, desc in refs.items():
@@ -393,7 +388,7 @@ def set_layout_refs(layout: Path, refs: Mapping[str, Mapping]) -> None:
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
 
 
-def image_tree(layout: Path, digest: str) -> dict:
+def image_tree(layout: Path, digest: str) -> dict[str, Any]:
     """Walk a manifest or index in a layout, verifying every blob; return the digest tree.
 
     {"digest": d, "mediaType": mt, "config": c, "layers": [...]} for a manifest,
@@ -435,13 +430,15 @@ def write_big_tar_layer(path: Path, payload_size: int) -> tuple[str, int]:
             self.left -= size
             return os.urandom(size)
 
-    with open(path, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT, bufsize=4 * MiB) as tar:
-            info = tarfile.TarInfo("big/random.bin")
-            info.size = payload_size
-            info.mode = 0o644
-            info.mtime = int(time.time())
-            tar.addfile(info, RandomReader(payload_size))
+    info = tarfile.TarInfo("big/random.bin")
+    info.size = payload_size
+    info.mode = 0o644
+    info.mtime = int(time.time())
+    with (
+        open(path, "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT, bufsize=4 * MiB) as tar,
+    ):
+        tar.addfile(info, RandomReader(payload_size))
     return sha256_file(path), path.stat().st_size
 
 
@@ -472,6 +469,7 @@ def skopeo_raw(ref: str, env: Mapping[str, str]) -> bytes:
         timeout=120,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
+        check=False,
     )
     if proc.returncode != 0:
         raise CommandFailed(f"skopeo inspect --raw {ref} failed:\n{_tail(proc.stderr)}")
@@ -489,9 +487,12 @@ class ContainerTool:
         self.runroot = Path(tempfile.mkdtemp(prefix=f"dy-{tool[:3]}-", dir="/tmp"))
         self.prefix = [
             tool,
-            "--root", str(base / "root"),
-            "--runroot", str(self.runroot),
-            "--storage-driver", "vfs",
+            "--root",
+            str(base / "root"),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            "vfs",
         ]
         if tool == "podman":
             self.prefix += ["--events-backend", "file", "--cgroup-manager", "cgroupfs"]
@@ -513,6 +514,9 @@ class ContainerTool:
             run([*self.prefix, "rm", "--all"], env=self.env, timeout=120, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+ToolFactory = Callable[[str, str], ContainerTool]
 
 
 # --------------------------------------------------------------------------- HTTP checks
@@ -562,7 +566,7 @@ def stream_blob_digest(registry: RegistryServer, repo: str, digest: str, *, time
     return "sha256:" + h.hexdigest(), size
 
 
-def check_blobs(registry: RegistryServer, repo: str, manifest: Mapping) -> None:
+def check_blobs(registry: RegistryServer, repo: str, manifest: Mapping[str, Any]) -> None:
     """Every blob a manifest names is served with matching digest and size."""
     for desc in [manifest["config"], *manifest["layers"]]:
         got, size = stream_blob_digest(registry, repo, desc["digest"])
@@ -586,7 +590,7 @@ def start_upload(client: httpx.Client, repo: str) -> str:
     assert r.status_code == 202, f"POST upload -> {r.status_code} {r.text[:500]}"
     location = r.headers.get("Location")
     assert location, "upload POST without Location"
-    return location
+    return str(location)
 
 
 def push_blob_monolithic(client: httpx.Client, repo: str, data: bytes) -> str:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from . import helpers
-from .helpers import RegistryServer
+from .helpers import RegistryServer, ToolFactory
 
 pytestmark = pytest.mark.e2e
 
 
 def test_buildah_bud_push_pull(
-    registry: RegistryServer, base_image: tuple[Path, str], container_tool, tmp_path: Path
+    registry: RegistryServer, base_image: tuple[Path, str], container_tool: ToolFactory, tmp_path: Path
 ) -> None:
     layout, tag = base_image
     base_manifest = json.loads(helpers.layout_blob(layout, helpers.layout_ref(layout, tag)["digest"]))
@@ -32,8 +32,19 @@ def test_buildah_bud_push_pull(
         f'CMD ["/bin/sh"]\n'
     )
     local = "localhost/e2e/built:v1"
-    builder("bud", "--isolation", "chroot", "--layers=false", "-f", ctx / "Dockerfile", "--pull=never", "-t", local, ctx,
-            timeout=900)
+    builder(
+        "bud",
+        "--isolation",
+        "chroot",
+        "--layers=false",
+        "-f",
+        ctx / "Dockerfile",
+        "--pull=never",
+        "-t",
+        local,
+        ctx,
+        timeout=900,
+    )
 
     repo = helpers.unique_repo("buildah")
     ref = f"{registry.host}/{repo}:v1"

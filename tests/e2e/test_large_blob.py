@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from . import helpers
-from .helpers import MiB, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, RegistryServer
+from .helpers import OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, MiB, RegistryServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,21 +8,17 @@ from pathlib import Path
 import pytest
 
 from . import helpers
-from .helpers import DOCKER_MANIFEST, OCI_MANIFEST, RegistryServer
+from .helpers import DOCKER_MANIFEST, OCI_MANIFEST, RegistryServer, ToolFactory
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize(
-    ("fmt", "media_type"), [("v2s2", DOCKER_MANIFEST), ("oci", OCI_MANIFEST)], ids=["v2s2", "oci"]
-)
+@pytest.mark.parametrize(("fmt", "media_type"), [("v2s2", DOCKER_MANIFEST), ("oci", OCI_MANIFEST)], ids=["v2s2", "oci"])
 def test_podman_push_pull(
-    fmt: str, media_type: str, registry: RegistryServer, container_tool, tmp_path: Path
+    fmt: str, media_type: str, registry: RegistryServer, container_tool: ToolFactory, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
-    src_digest = helpers.umoci_image(
-        src, "v1", tmp_path, layers=[{"app/a.bin": 400_000}, {"app/b.bin": 20_000}]
-    )
+    src_digest = helpers.umoci_image(src, "v1", tmp_path, layers=[{"app/a.bin": 400_000}, {"app/b.bin": 20_000}])
     src_manifest = json.loads(helpers.layout_blob(src, src_digest))
     diff_ids = json.loads(helpers.layout_blob(src, src_manifest["config"]["digest"]))["rootfs"]["diff_ids"]
 

@@ -14,7 +14,7 @@ from .helpers import OCI_INDEX, OCI_MANIFEST, RegistryServer
 pytestmark = pytest.mark.e2e
 
 
-def test_skopeo_single_arch_roundtrip(registry: RegistryServer, client_env: dict, tmp_path: Path) -> None:
+def test_skopeo_single_arch_roundtrip(registry: RegistryServer, client_env: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "src"
     digest = helpers.umoci_image(
         src,
@@ -90,7 +90,9 @@ def _multi_arch_layout(src: Path, workdir: Path) -> tuple[str, bytes]:
     return index_digest, raw
 
 
-def test_skopeo_multi_arch_index_roundtrip(registry: RegistryServer, client_env: dict, tmp_path: Path) -> None:
+def test_skopeo_multi_arch_index_roundtrip(
+    registry: RegistryServer, client_env: dict[str, str], tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     index_digest, index_raw = _multi_arch_layout(src, tmp_path)
     src_tree = helpers.image_tree(src, index_digest)

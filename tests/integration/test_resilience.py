@@ -210,4 +210,10 @@ def test_concurrent_patches_at_same_offset(registry, client, repo):
     assert_status(r, 201)
     r = client.get(f"/v2/{repo}/blobs/{d}")
     assert_status(r, 200)
+    served = digest_of(r.content)
+    which = {digest_of(b"h" * 10 + b): f"body {i}" for i, b in enumerate(bodies)}.get(served, "neither")
+    assert served == d, (
+        f"blob {d} serves bytes with digest {served} ({which}; winner was body {winners[0]}, "
+        f"loser answered {loser.status_code}, {len(r.content)} bytes served)"
+    )
     assert r.content == data

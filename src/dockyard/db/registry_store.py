@@ -25,7 +25,7 @@ from dockyard.db.tables import (
     tags,
     uploads,
 )
-from dockyard.domain.errors import ManifestBlobUnknown, ManifestUnknown
+from dockyard.domain.errors import ManifestBlobUnknown
 from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
 from dockyard.domain.names import namespace_of
 
@@ -309,7 +309,9 @@ class RegistryStore:
         found = {row.digest: int(row.id) for row in rows}
         missing = sorted(wanted - found.keys())
         if missing:
-            raise ManifestUnknown(f"manifest {missing[0]} is not in the repository", detail={"digest": missing[0]})
+            raise ManifestBlobUnknown(
+                f"child manifest {missing[0]} is not in the repository", detail={"digest": missing[0]}
+            )
         return list(found.values())
 
     async def _move_tag(self, conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int) -> None:

@@ -48,6 +48,14 @@ class RangeNotSatisfiable(DockyardError):
         self.size = size
 
 
+class PaginationInvalid(DockyardError):
+    """A paging parameter (`n`) is not a non-negative integer."""
+
+
+class UploadBusy(DockyardError):
+    """Another request is writing to the same upload session right now."""
+
+
 class ManifestUnknown(DockyardError):
     """The manifest (or tag) is not known to the repository."""
 

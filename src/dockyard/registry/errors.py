@@ -21,6 +21,7 @@ OCI_ERRORS: dict[type[e.DockyardError], tuple[int, str]] = {
     e.BlobUploadUnknown: (404, "BLOB_UPLOAD_UNKNOWN"),
     e.BlobUploadInvalid: (400, "BLOB_UPLOAD_INVALID"),
     e.RangeNotSatisfiable: (416, "RANGE_INVALID"),
+    e.PaginationInvalid: (400, "PAGINATION_NUMBER_INVALID"),
     e.ManifestUnknown: (404, "MANIFEST_UNKNOWN"),
     e.ManifestInvalid: (400, "MANIFEST_INVALID"),
     e.ManifestBlobUnknown: (400, "MANIFEST_BLOB_UNKNOWN"),

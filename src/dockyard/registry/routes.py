@@ -17,6 +17,7 @@ from dockyard.domain.errors import (
     DigestInvalid,
     DockyardError,
     NameUnknown,
+    PaginationInvalid,
     RangeNotSatisfiable,
     Unsupported,
 )
@@ -119,7 +120,7 @@ def _paging(request: Request) -> tuple[int | None, str | None]:
     n = None
     if raw is not None:
         if not raw.isdigit():
-            raise Unsupported(f"invalid n {raw!r}")
+            raise PaginationInvalid(f"n must be a non-negative integer, not {raw!r}")
         n = int(raw)
     return n, request.query_params.get("last") or None
 

@@ -8,6 +8,7 @@ digest is verified and the bytes are committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from dockyard.domain.digest import Digest
 from dockyard.domain.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeNotSatisfiable
 from dockyard.domain.models import BlobInfo, UploadState
 from dockyard.services.blobs import Locations
-from dockyard.storage import BlobStore, blob_key, upload_key
+from dockyard.storage import BlobStore, UploadBusy, UploadWriter, blob_key, upload_key
 
 _CACHED_HASHERS = 1024
 
@@ -48,59 +49,87 @@ class UploadService:
         *,
         start: int | None = None,
         length: int | None = None,
-        algorithm: str = "sha256",
     ) -> UploadState:
         """Write `body` at the session's offset. `start` (from Content-Range) must equal it."""
-        state = await self.status(repository, upload_id)
-        if start is not None and start != state.offset:
-            raise RangeNotSatisfiable(f"chunk starts at {start}, the upload is at {state.offset}", size=state.offset)
-        store = self.locations.stores[state.key]
-        hasher = self._take_hasher(upload_id, state.offset, algorithm)
-        written = 0
-        writer = await store.open_upload(upload_key(upload_id), state.offset)
-        try:
-            async for chunk in body:
-                written += len(chunk)
-                if length is not None and written > length:
-                    raise BlobUploadInvalid(f"body is longer than the declared {length} bytes")
-                if hasher is not None:
-                    hasher.update(chunk)
-                await writer.write(chunk)
-        finally:
-            await writer.close()
-        if length is not None and written != length:
-            raise BlobUploadInvalid(f"body has {written} bytes, {length} were declared")
-        offset = state.offset + written
-        if written and not await self.store.advance_upload(upload_id, state.offset, offset):
-            raise RangeNotSatisfiable("the upload was advanced by a concurrent request", size=state.offset)
-        if hasher is not None:
-            self._keep_hasher(upload_id, offset, algorithm, hasher)
-        return UploadState(state.id, repository, offset, state.key, state.created_at)
+        async with self._hold(repository, upload_id) as (state, writer):
+            return await self._write(state, writer, body, start=start, length=length, algorithm="sha256")
 
     async def finish(
         self, repository: str, upload_id: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None
     ) -> BlobInfo:
+        """Append the last bytes, verify the digest, then make the blob visible in the repository."""
         try:
             digest = Digest.parse(digest_text)
         except DigestInvalid:
             await self.status(repository, upload_id)
             raise
-        state = await self.append(repository, upload_id, body, length=length, algorithm=digest.algorithm)
-        store = self.locations.stores[state.key]
-        actual = await self._digest_of(upload_id, state.offset, digest.algorithm, store)
-        if actual != digest.hex:
-            await self._discard(upload_id, state.key)
-            raise DigestInvalid(
-                f"content has digest {digest.algorithm}:{actual}, not {digest}", detail={"digest": str(digest)}
-            )
-        key = blob_key(digest)
-        if await store.size(key) == state.offset:
-            await store.delete(upload_key(upload_id))
-        else:
-            await store.commit(upload_key(upload_id), key)
+        async with self._hold(repository, upload_id) as (held, writer):
+            state = await self._write(held, writer, body, start=None, length=length, algorithm=digest.algorithm)
+            store = self.locations.stores[state.key]
+            actual = await self._digest_of(upload_id, state.offset, digest.algorithm, store)
+            if actual != digest.hex:
+                await self._discard(upload_id, state.key)
+                raise DigestInvalid(
+                    f"content has digest {digest.algorithm}:{actual}, not {digest}", detail={"digest": str(digest)}
+                )
+            key = blob_key(digest)
+            if await store.size(key) == state.offset:
+                await store.delete(upload_key(upload_id))
+            else:
+                await store.commit(upload_key(upload_id), key)
         await self.store.record_blob(repository, str(digest), state.offset, state.key, upload_id)
         self._hashers.pop(upload_id, None)
         return BlobInfo(digest=str(digest), size=state.offset, key=key)
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, repository: str, upload_id: str) -> AsyncIterator[tuple[UploadState, UploadWriter]]:
+        """Hold the session's bytes exclusively, with its offset read under that hold.
+
+        Two requests racing for one session can never both write: the second gets 416. Bytes
+        below the database offset are never rewritten, so a cached running hash stays valid.
+        """
+        state = await self.status(repository, upload_id)
+        store = self.locations.stores[state.key]
+        try:
+            writer = await store.open_upload(upload_key(upload_id))
+        except UploadBusy:
+            raise RangeNotSatisfiable("another request is writing this upload", size=state.offset) from None
+        try:
+            state = await self.status(repository, upload_id)
+            await writer.start(state.offset)
+            yield state, writer
+        finally:
+            await writer.close()
+
+    async def _write(
+        self,
+        state: UploadState,
+        writer: UploadWriter,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+    ) -> UploadState:
+        if start is not None and start != state.offset:
+            raise RangeNotSatisfiable(f"chunk starts at {start}, the upload is at {state.offset}", size=state.offset)
+        hasher = self._take_hasher(state.id, state.offset, algorithm)
+        written = 0
+        async for chunk in body:
+            written += len(chunk)
+            if length is not None and written > length:
+                raise BlobUploadInvalid(f"body is longer than the declared {length} bytes")
+            if hasher is not None:
+                hasher.update(chunk)
+            await writer.write(chunk)
+        if length is not None and written != length:
+            raise BlobUploadInvalid(f"body has {written} bytes, {length} were declared")
+        offset = state.offset + written
+        if written and not await self.store.advance_upload(state.id, state.offset, offset):
+            raise RangeNotSatisfiable("the upload was advanced by a concurrent request", size=state.offset)
+        if hasher is not None:
+            self._keep_hasher(state.id, offset, algorithm, hasher)
+        return UploadState(state.id, state.repository, offset, state.key, state.created_at)
 
     async def monolithic(
         self, repository: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None

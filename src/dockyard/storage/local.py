@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from dockyard.storage.protocol import StorageError
+from dockyard.storage.protocol import StorageError, UploadBusy
 
 READ_CHUNK = 1024 * 1024
 
 
 class _FileWriter:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, release: Callable[[], None]) -> None:
         self._fd = fd
+        self._release = release
+
+    async def start(self, offset: int) -> None:
+        os.ftruncate(self._fd, offset)
+        os.lseek(self._fd, offset, os.SEEK_SET)
 
     async def write(self, data: bytes) -> None:
         # Page-cache writes of a few hundred KiB take microseconds: cheaper inline than a thread hop.
@@ -25,7 +31,10 @@ class _FileWriter:
             view = view[written:]
 
     async def close(self) -> None:
-        os.close(self._fd)
+        try:
+            os.close(self._fd)  # also releases the file lock
+        finally:
+            self._release()
 
 
 class LocalStore:
@@ -34,6 +43,7 @@ class LocalStore:
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
         self.root = root.resolve()
+        self._writing: set[str] = set()
         for sub in ("blobs", "uploads", "_health"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -43,15 +53,24 @@ class LocalStore:
             raise StorageError(f"key {key!r} escapes the storage root")
         return path
 
-    async def open_upload(self, key: str, offset: int) -> _FileWriter:
+    async def open_upload(self, key: str) -> _FileWriter:
+        # Exclusion within this process (a set) and across processes (flock, which the kernel
+        # releases when the holder dies, even on kill -9; over NFS Linux maps it to a POSIX lock,
+        # which excludes other hosts).
+        if key in self._writing:
+            raise UploadBusy(f"{key} is being written by another request")
         path = self._path(key)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
-            os.ftruncate(fd, offset)
-            os.lseek(fd, offset, os.SEEK_SET)
         except OSError as exc:
             raise StorageError(f"cannot open upload: {exc.strerror}") from exc
-        return _FileWriter(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UploadBusy(f"{key} is being written by another request") from None
+        self._writing.add(key)
+        return _FileWriter(fd, lambda: self._writing.discard(key))
 
     async def commit(self, upload: str, key: str) -> None:
         source, target = self._path(upload), self._path(key)

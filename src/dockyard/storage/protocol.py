@@ -21,14 +21,25 @@ def upload_key(upload_id: str) -> str:
     return f"uploads/{upload_id}"
 
 
+class UploadBusy(StorageError):
+    """Another writer holds the upload."""
+
+
 class UploadWriter(Protocol):
-    """Appends to an upload's bytes from a given offset."""
+    """Exclusive access to an upload's bytes, appending from a given offset.
+
+    While a writer is open no other writer, in any process sharing the store, can open the same
+    upload: `open_upload` raises UploadBusy instead.
+    """
+
+    async def start(self, offset: int) -> None:
+        """Discard any bytes stored past `offset` and append from there."""
 
     async def write(self, data: bytes) -> None:
         """Append `data`. Bytes are durable only after `close()`."""
 
     async def close(self) -> None:
-        """Flush; the bytes written so far are kept."""
+        """Flush and release the upload; the bytes written so far are kept."""
 
 
 class BlobStore(Protocol):
@@ -36,8 +47,8 @@ class BlobStore(Protocol):
 
     name: str
 
-    async def open_upload(self, key: str, offset: int) -> UploadWriter:
-        """Open `key` for appending at `offset`, discarding any bytes stored past it."""
+    async def open_upload(self, key: str) -> UploadWriter:
+        """Take exclusive hold of the upload at `key` (created when absent); UploadBusy if held."""
 
     async def commit(self, upload: str, key: str) -> None:
         """Durably move the bytes of `upload` to `key` (atomic: `key` is whole or absent)."""

@@ -1,0 +1,707 @@
+"""Dockyard vs the reference registry (CNCF Distribution 2.8), side by side on loopback.
+
+Run through `bench/run` (see bench/README.md). Standard library only; drives skopeo, wrk, hey
+and curl. Starts both registries itself, on free loopback ports, with empty storage under a
+temporary directory, and stops exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+MB = 1000 * 1000
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_ACCEPT = ", ".join(
+    [
+        OCI_MANIFEST,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+REQUIRED_TOOLS = {
+    "skopeo": "skopeo",
+    "wrk": "wrk",
+    "hey": "hey",
+    "curl": "curl",
+    "docker-registry": "docker-registry",
+}
+
+REFERENCE_CONFIG = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the ")" of comm
+            pids.append(int(entry))
+    return pids
+
+
+def group_usage(pgid: int) -> tuple[int, float]:
+    """(summed RSS in bytes, summed user+system CPU seconds) of the live processes of a group."""
+    rss = 0
+    cpu_ticks = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu_ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return rss, cpu_ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    peak_rss: int = 0
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def cpu_seconds(self) -> float:
+        return group_usage(self.proc.pid)[1]
+
+    def stop(self) -> None:
+        pgid = self.proc.pid  # start_new_session=True: the leader's pid is the group id
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def start_server(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
+    stderr = open(workdir / "server.stderr", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        cmd,
+        stdout=stderr,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    server = Server(name, port, proc, workdir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"{server.url}/v2/", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    server.stop()
+    tail = (workdir / "server.stderr").read_text(errors="replace")[-4000:]
+    raise RuntimeError(f"{name} did not answer GET /v2/ with 200 within 20 s: {' '.join(cmd)}\n{tail}")
+
+
+def start_dockyard(binary: Path, workdir: Path, workers: int) -> Server:
+    port = free_port()
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
+    cmd += ["--workers", str(workers)]
+    return start_server("dockyard", cmd, port, workdir)
+
+
+def start_reference(workdir: Path) -> Server:
+    port = free_port()
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    config = workdir / "config.yml"
+    config.write_text(REFERENCE_CONFIG.format(root=data, port=port))
+    return start_server(
+        "reference", [shutil.which("docker-registry") or "docker-registry", "serve", str(config)], port, workdir
+    )
+
+
+class RssWatcher:
+    """Tracks each server's peak process-group RSS over the whole run."""
+
+    def __init__(self, servers: list[Server], interval: float = 0.5) -> None:
+        self.servers = servers
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for s in self.servers:
+                s.peak_rss = max(s.peak_rss, group_usage(s.proc.pid)[0])
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- images
+
+
+class _Hashing:
+    """File writer that hashes what it writes."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.h.update(data)
+        self.size += len(data)
+
+
+def write_layer(blobs: Path, size: int) -> tuple[str, int, str]:
+    """A gzip (stored, incompressible) tar layer holding one file of `size` random bytes.
+
+    Returns (digest, compressed size, diff_id).
+    """
+    tmp = blobs / f"tmp-{os.getpid()}-{time.monotonic_ns()}"
+    diff = hashlib.sha256()
+    comp = zlib.compressobj(0, zlib.DEFLATED, 31)  # gzip container, stored blocks
+    with open(tmp, "wb") as f:
+        out = _Hashing(f)
+
+        def emit(data: bytes) -> None:
+            diff.update(data)
+            out.write(comp.compress(data))
+
+        info = tarfile.TarInfo("bench/random.bin")
+        info.size = size
+        info.mode = 0o644
+        info.mtime = int(time.time())
+        emit(info.tobuf(format=tarfile.PAX_FORMAT))
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            emit(os.urandom(n))
+            left -= n
+        emit(b"\0" * ((512 - size % 512) % 512) + b"\0" * 1024)
+        out.write(comp.flush())
+    digest = "sha256:" + out.h.hexdigest()
+    tmp.rename(blobs / digest.split(":", 1)[1])
+    return digest, out.size, "sha256:" + diff.hexdigest()
+
+
+def write_blob(blobs: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (blobs / digest.split(":", 1)[1]).write_bytes(data)
+    return digest
+
+
+def make_layout(path: Path, layer_sizes: list[int], tag: str = "bench") -> int:
+    """An OCI layout with one image of fresh random layers; returns the bytes a copy moves."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    layers: list[dict[str, Any]] = []
+    diff_ids: list[str] = []
+    for size in layer_sizes:
+        digest, csize, diff_id = write_layer(blobs, size)
+        layers.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": csize})
+        diff_ids.append(diff_id)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": {"Labels": {"dockyard.bench.nonce": os.urandom(8).hex()}},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    config_digest = write_blob(blobs, config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": layers,
+        }
+    ).encode()
+    manifest_digest = write_blob(blobs, manifest)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (path / "index.json").write_text(json.dumps(index))
+    return sum(int(layer["size"]) for layer in layers) + len(config) + len(manifest)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    unit: str
+    values: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, servers: list[Server], tmp: Path) -> None:
+        self.args = args
+        self.servers = servers
+        self.tmp = tmp
+        self.rows: list[Row] = []
+        auth = tmp / "auth.json"
+        auth.write_text("{}")
+        client_tmp = tmp / "client-tmp"
+        client_tmp.mkdir()
+        self.env = {"REGISTRY_AUTH_FILE": str(auth), "TMPDIR": str(client_tmp)}
+
+    def row(self, name: str, unit: str) -> Row:
+        r = Row(name, unit)
+        self.rows.append(r)
+        return r
+
+    def measure(self, row: Row, server: Server, fn: Callable[[], float]) -> None:
+        cpu0 = server.cpu_seconds()
+        try:
+            value = fn()
+        except Exception as exc:  # one failed measurement must not hide the others
+            log(f"{row.name} on {server.name} failed: {exc}")
+            row.values[server.name] = None
+            row.notes.append(f"{server.name}: {str(exc).splitlines()[0][:160]}")
+            return
+        row.values[server.name] = value
+        row.cpu[server.name] = server.cpu_seconds() - cpu0
+        log(f"{row.name} on {server.name}: {value:,.1f} {row.unit}")
+
+    # skopeo push and pull -------------------------------------------------
+    def skopeo_round(self, label: str, layer_sizes: list[int]) -> None:
+        push = self.row(f"skopeo push {label}", "MB/s")
+        pull = self.row(f"skopeo pull {label}", "MB/s")
+        push_runs: dict[str, list[float]] = {s.name: [] for s in self.servers}
+        pull_runs: dict[str, list[float]] = {s.name: [] for s in self.servers}
+        push_cpu: dict[str, float] = {s.name: 0.0 for s in self.servers}
+        pull_cpu: dict[str, float] = {s.name: 0.0 for s in self.servers}
+        for rep in range(self.args.repeat):
+            # New content for every push: nothing can be skipped or mounted.
+            layout = self.tmp / f"layout-{label_slug(label)}-{rep}"
+            log(f"generating {label} image ({sum(layer_sizes) / MiB:.0f} MiB of random data)")
+            nbytes = make_layout(layout, layer_sizes)
+            order = self.servers if rep % 2 == 0 else list(reversed(self.servers))
+            for server in order:
+                repo = f"bench/{label_slug(label)}-{rep}"
+                ref = f"docker://{server.host}/{repo}:bench"
+                dest = self.tmp / f"pulled-{server.name}"
+                try:
+                    cpu0 = server.cpu_seconds()
+                    t = timed(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:bench", ref], self.env)
+                    push_cpu[server.name] += server.cpu_seconds() - cpu0
+                    push_runs[server.name].append(nbytes / MB / t)
+                    cpu0 = server.cpu_seconds()
+                    t = timed(["skopeo", "copy", "--src-tls-verify=false", ref, f"oci:{dest}:bench"], self.env)
+                    pull_cpu[server.name] += server.cpu_seconds() - cpu0
+                    pull_runs[server.name].append(nbytes / MB / t)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    log(f"skopeo {label} on {server.name} failed: {exc}")
+                    push.notes.append(f"{server.name}: skopeo {label}: {str(exc).splitlines()[0][:160]}")
+                    continue
+                finally:
+                    shutil.rmtree(dest, ignore_errors=True)
+                log(
+                    f"{label} {server.name}: push {push_runs[server.name][-1]:.0f} MB/s, "
+                    f"pull {pull_runs[server.name][-1]:.0f} MB/s"
+                )
+            shutil.rmtree(layout, ignore_errors=True)
+        for server in self.servers:
+            n = len(pull_runs[server.name])
+            push.values[server.name] = max(push_runs[server.name], default=None)
+            pull.values[server.name] = max(pull_runs[server.name], default=None)
+            if n:
+                push.cpu[server.name] = push_cpu[server.name] / n
+                pull.cpu[server.name] = pull_cpu[server.name] / n
+
+    # request rates --------------------------------------------------------
+    def wrk(self, url: str, headers: list[str], duration: int) -> float:
+        cmd = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
+        for h in headers:
+            cmd += ["-H", h]
+        out = run([*cmd, url], timeout=duration + 60).stdout
+        if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+            raise RuntimeError(f"{m.group(1)} non-2xx responses from {url}")
+        if "Socket errors" in out:
+            log(f"wrk reported socket errors for {url}: {out.strip().splitlines()[-4:]}")
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not m:
+            raise RuntimeError(f"cannot parse wrk output:\n{out}")
+        return float(m.group(1))
+
+    def hey(self, method: str, url: str, headers: list[str], duration: int) -> float:
+        cmd = ["hey", "-z", f"{duration}s", "-c", "32", "-m", method]
+        for h in headers:
+            cmd += ["-H", h]
+        out = run([*cmd, url], timeout=duration + 60).stdout
+        codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
+        bad = {c: n for c, n in codes.items() if not c.startswith("2")}
+        if bad or not codes:
+            raise RuntimeError(f"hey {method} {url}: status codes {codes or 'none'}")
+        if "Error distribution" in out:
+            log(f"hey reported errors for {url}: {out[out.index('Error distribution') :][:400]}")
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not m:
+            raise RuntimeError(f"cannot parse hey output:\n{out}")
+        return float(m.group(1))
+
+    def request_rates(self, layer_mib: int) -> None:
+        # A small image (one 1 MiB layer) per server for the request-rate runs.
+        layout = self.tmp / "layout-small"
+        make_layout(layout, [layer_mib * MiB])
+        manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+        manifest = json.loads((layout / "blobs" / "sha256" / manifest_digest.split(":")[1]).read_bytes())
+        blob = manifest["layers"][0]["digest"]
+        for server in self.servers:
+            run(
+                [
+                    "skopeo",
+                    "copy",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:bench",
+                    f"docker://{server.host}/bench/small:latest",
+                ],
+                timeout=300,
+                env=self.env,
+            )
+        shutil.rmtree(layout, ignore_errors=True)
+        d = self.args.duration
+        accept = [f"Accept: {MANIFEST_ACCEPT}"]
+        rows: list[tuple[Row, Callable[[Server], float]]] = [
+            (
+                self.row("manifest GET by tag (wrk -t2 -c32)", "req/s"),
+                lambda s: self.wrk(f"{s.url}/v2/bench/small/manifests/latest", accept, d),
+            ),
+            (
+                self.row("manifest HEAD by tag (hey -c32)", "req/s"),
+                lambda s: self.hey("HEAD", f"{s.url}/v2/bench/small/manifests/latest", accept, d),
+            ),
+            (
+                self.row("blob HEAD (hey -c32)", "req/s"),
+                lambda s: self.hey("HEAD", f"{s.url}/v2/bench/small/blobs/{blob}", [], d),
+            ),
+        ]
+        for row, fn in rows:
+            for server in self.servers:
+                self.measure(row, server, functools.partial(fn, server))
+
+    # single-stream blob GET -----------------------------------------------
+    def curl_blob(self, label: str) -> None:
+        row = self.row(f"blob GET {label} (curl, best of {self.args.curl_runs})", "MB/s")
+        for server in self.servers:
+            manifest = json.loads(
+                http_get(f"{server.url}/v2/bench/{label_slug(label)}-0/manifests/bench", {"Accept": MANIFEST_ACCEPT})
+            )
+            blob = manifest["layers"][0]["digest"]
+            size = manifest["layers"][0]["size"]
+
+            def best(server: Server = server, blob: str = blob, size: int = size) -> float:
+                speeds = []
+                for _ in range(self.args.curl_runs):
+                    out = run(
+                        [
+                            "curl",
+                            "-sS",
+                            "-L",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code} %{size_download} %{speed_download}",
+                            f"{server.url}/v2/bench/{label_slug(label)}-0/blobs/{blob}",
+                        ],
+                        timeout=600,
+                    ).stdout.split()
+                    if out[0] != "200" or int(out[1]) != size:
+                        raise RuntimeError(f"curl got HTTP {out[0]}, {out[1]} of {size} bytes")
+                    speeds.append(float(out[2]) / MB)
+                return max(speeds)
+
+            self.measure(row, server, best)
+
+
+def label_slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.monotonic()
+    run(cmd, timeout=1800, env=env)
+    return time.monotonic() - t0
+
+
+def http_get(url: str, headers: dict[str, str]) -> bytes:
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body: bytes = r.read()
+        return body
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "failed"
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
+
+
+def print_table(rows: list[Row], servers: list[Server]) -> None:
+    names = [s.name for s in servers]
+    both = "dockyard" in names and "reference" in names
+    header = ["measurement", "unit", *names]
+    if both:
+        header.append("ratio D/R")
+    header.append("server CPU-s " + "/".join(n[0].upper() for n in names))
+    table = [header]
+    for r in rows:
+        line = [r.name, r.unit, *[fmt(r.values.get(n)) for n in names]]
+        if both:
+            d, ref = r.values.get("dockyard"), r.values.get("reference")
+            line.append(f"{d / ref:.2f}" if d and ref else "-")
+        line.append(" / ".join(f"{r.cpu[n]:.1f}" if n in r.cpu else "-" for n in names))
+        table.append(line)
+    line = ["peak server RSS (process group)", "MiB", *[f"{s.peak_rss / MiB:,.0f}" for s in servers]]
+    if both:
+        d, ref = servers[names.index("dockyard")].peak_rss, servers[names.index("reference")].peak_rss
+        line.append(f"{d / ref:.2f}" if ref else "-")
+    line.append("")
+    table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    sep = "  "
+    print()
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
+        print(sep.join(cells))
+        if i == 0:
+            print(sep.join("-" * w for w in widths))
+    notes = [n for r in rows for n in r.notes]
+    for n in notes:
+        print(f"note: {n}")
+    print("\nratio D/R > 1 means Dockyard is faster (or, for RSS, uses more memory). MB = 10^6 bytes.")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes and short durations (smoke test)")
+    p.add_argument("--only", choices=["dockyard", "reference"], help="run against one registry only")
+    p.add_argument("--workers", type=int, default=2, help="dockyard --workers (default 2)")
+    p.add_argument(
+        "--dockyard-bin", type=Path, default=Path(os.environ.get("DOCKYARD_BIN", REPO_ROOT / ".venv/bin/dockyard"))
+    )
+    p.add_argument("--repeat", type=int, default=None, help="skopeo runs per image, best kept (default 1)")
+    p.add_argument("--duration", type=int, default=None, help="seconds per request-rate run (default 10)")
+    p.add_argument("--curl-runs", type=int, default=3)
+    p.add_argument("--big-mib", type=int, default=None, help="single-layer image size in MiB (default 512)")
+    p.add_argument("--layers", type=int, default=None, help="layer count of the many-layer image (default 20)")
+    p.add_argument("--layer-mib", type=int, default=None, help="layer size of the many-layer image (default 8)")
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["big", "many", "rates", "curl"],
+        help="skip a group of measurements (repeatable)",
+    )
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    p.add_argument("--tmpdir", type=Path, default=None, help="where temporary data goes (default $TMPDIR)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs, data)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.repeat = args.repeat or 1
+    args.duration = args.duration or (2 if quick else 10)
+    args.big_mib = args.big_mib or (32 if quick else 512)
+    args.layers = args.layers or (5 if quick else 20)
+    args.layer_mib = args.layer_mib or (2 if quick else 8)
+    if quick:
+        args.curl_runs = min(args.curl_runs, 2)
+    return args
+
+
+def check_tools(args: argparse.Namespace) -> None:
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if args.only == "dockyard" and "docker-registry" in missing:
+        missing.remove("docker-registry")
+    if missing:
+        sys.exit(
+            f"missing programs: {', '.join(missing)}\n"
+            "install with: apt-get install -y skopeo wrk hey curl docker-registry"
+        )
+    if args.only != "reference" and not args.dockyard_bin.exists():
+        sys.exit(f"dockyard executable not found at {args.dockyard_bin} (pip install -e . or --dockyard-bin)")
+
+
+@contextlib.contextmanager
+def servers_started(args: argparse.Namespace, tmp: Path) -> Iterator[list[Server]]:
+    servers: list[Server] = []
+    try:
+        if args.only != "reference":
+            servers.append(start_dockyard(args.dockyard_bin, tmp / "dockyard", args.workers))
+            log(f"dockyard (--workers {args.workers}) on {servers[-1].host}, pgid {servers[-1].proc.pid}")
+        if args.only != "dockyard":
+            servers.append(start_reference(tmp / "reference"))
+            log(f"reference docker-registry on {servers[-1].host}, pgid {servers[-1].proc.pid}")
+        yield servers
+    finally:
+        for s in servers:
+            crashed = s.proc.poll()
+            s.stop()
+            if crashed is not None:
+                log(f"{s.name} exited early with {crashed}; see {s.workdir / 'server.stderr'}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    check_tools(args)
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-", dir=args.tmpdir))
+    for sub in ("dockyard", "reference"):
+        (tmp / sub).mkdir()
+    log(f"temporary data in {tmp}")
+    try:
+        with servers_started(args, tmp) as servers, RssWatcher(servers):
+            bench = Bench(args, servers, tmp)
+            big = f"1x{args.big_mib} MiB"
+            if "big" not in args.skip:
+                bench.skopeo_round(big, [args.big_mib * MiB])
+            if "many" not in args.skip:
+                bench.skopeo_round(f"{args.layers}x{args.layer_mib} MiB", [args.layer_mib * MiB] * args.layers)
+            if "rates" not in args.skip:
+                bench.request_rates(1)
+            if "curl" not in args.skip and "big" not in args.skip:
+                bench.curl_blob(big)
+        print_table(bench.rows, servers)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "settings": {k: str(v) for k, v in vars(args).items()},
+                        "rows": [dataclasses.asdict(r) for r in bench.rows],
+                        "peak_rss": {s.name: s.peak_rss for s in servers},
+                    },
+                    indent=2,
+                )
+            )
+        failed = any(v is None for r in bench.rows for v in r.values.values())
+        return 1 if failed else 0
+    finally:
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
