@@ -23,9 +23,7 @@ def postgres_url() -> Iterator[str]:
         try:
             yield f"postgresql://postgres@127.0.0.1:5432/{name}"
         finally:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             admin.execute(f'DROP DATABASE "{name}"')
 
 

@@ -63,7 +63,7 @@ def test_live_tag_is_unique(database_url: str) -> None:
             conn.execute(text(insert), {"end": 5})
             conn.execute(text(insert), {"end": 6})
             conn.execute(text(insert), {"end": None})
-        with pytest.raises(Exception, match="(?i)unique"), engine.begin() as conn:
+        with pytest.raises(Exception, match=r"(?i)unique"), engine.begin() as conn:
             conn.execute(text(insert), {"end": None})
     finally:
         engine.dispose()

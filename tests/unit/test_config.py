@@ -22,7 +22,9 @@ def test_defaults_are_the_embedded_registry(tmp_path: Path) -> None:
 def test_environment_overrides_file(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text("server:\n  port: 9000\n")
-    settings = load_settings(file, environ={"DOCKYARD_SERVER__PORT": "9100", "DOCKYARD_DATABASE__URL": "postgresql://x/y"})
+    settings = load_settings(
+        file, environ={"DOCKYARD_SERVER__PORT": "9100", "DOCKYARD_DATABASE__URL": "postgresql://x/y"}
+    )
     assert settings.server.port == 9100
     assert not settings.is_sqlite
     assert not settings.auto_migrate
