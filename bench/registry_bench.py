@@ -174,6 +174,8 @@ def start_server(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
         stderr=stderr,
         stdin=subprocess.DEVNULL,
         cwd=workdir,
+        # Dockyard reads every DOCKYARD_* variable as a setting: keep ours (DOCKYARD_BIN) away from it.
+        env={k: v for k, v in os.environ.items() if k != "DOCKYARD_BIN"},
         start_new_session=True,
     )
     server = Server(name, port, proc, workdir)

@@ -58,7 +58,8 @@ def _start(workdir: Path) -> RegistryServer:
     try:
         return helpers.start_registry(workdir)
     except RuntimeError as exc:
-        pytest.fail(f"registry failed to start:\n{exc}", pytrace=False)
+        error = str(exc)
+    pytest.fail(f"registry failed to start:\n{error}", pytrace=False)
 
 
 def _stop(server: RegistryServer) -> None:
@@ -128,7 +129,7 @@ def _debian_rootfs(dest: Path) -> None:
         raise helpers.CommandFailed("debootstrap is not installed")
     if os.geteuid() != 0:
         raise helpers.CommandFailed("debootstrap needs root")
-    helpers.run(["debootstrap", "--variant=minbase", "bookworm", dest, mirror], timeout=900)
+    helpers.run(["debootstrap", "--variant=minbase", "bookworm", dest, mirror], timeout=300)
 
 
 def _busybox_rootfs(dest: Path) -> None:
@@ -166,7 +167,7 @@ def build_base_layout(kind: str) -> Path:
             image = f"{tmp_layout}:{BASE_TAG}"
             helpers.run(["umoci", "init", "--layout", tmp_layout])
             helpers.run(["umoci", "new", "--image", image])
-            helpers.run(["umoci", "insert", "--image", image, rootfs, "/"], timeout=600)
+            helpers.run(["umoci", "insert", "--image", image, rootfs, "/"], timeout=300)
             helpers.run(
                 [
                     "umoci",

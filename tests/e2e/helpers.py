@@ -218,6 +218,18 @@ def _server_command(kind: str, workdir: Path, port: int, workers: int | None) ->
     return cmd
 
 
+#: Our own knobs share Dockyard's DOCKYARD_ prefix, but Dockyard reads every DOCKYARD_* variable as
+#: a setting and rejects unknown ones: never pass these to the server.
+TEST_ONLY_ENV = ("DOCKYARD_BIN", "DOCKYARD_TEST_CACHE")
+TEST_ONLY_ENV_PREFIX = "DOCKYARD_E2E_"
+
+
+def server_env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV and not k.startswith(TEST_ONLY_ENV_PREFIX)
+    }
+
+
 def start_registry(workdir: Path, *, kind: str | None = None, workers: int | None = None) -> RegistryServer:
     """Start a registry and wait until GET /v2/ answers 200; raise RuntimeError with its stderr."""
     kind = kind or ("reference" if use_reference() else "dockyard")
@@ -235,6 +247,7 @@ def start_registry(workdir: Path, *, kind: str | None = None, workers: int | Non
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 cwd=workdir,
+                env=server_env(),
                 start_new_session=True,
             )
         server = RegistryServer(kind, port, proc, workdir, stderr_path)
@@ -252,9 +265,13 @@ def start_registry(workdir: Path, *, kind: str | None = None, workers: int | Non
             time.sleep(0.1)
         exited = proc.poll()
         server.stop()
+        why = (
+            f"exited with code {exited} before answering"
+            if exited is not None
+            else f"did not answer GET /v2/ with 200 within {READY_TIMEOUT_S:.0f}s (last status {status})"
+        )
         last_error = (
-            f"{kind} registry did not become ready on {server.host} within {READY_TIMEOUT_S}s "
-            f"(exit code {exited}, last GET /v2/ status {status})\n"
+            f"{kind} registry on {server.host} {why}\n"
             f"command: {' '.join(cmd)}\n--- stderr ---\n{server.stderr_text()}\n"
             f"--- stdout ---\n{_tail(stdout_path.read_text(errors='replace'))}"
         )

@@ -62,3 +62,13 @@ def test_examples_exist() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_valid(example: Path) -> None:
     load_settings(example, environ={})
+
+
+def test_unrelated_dockyard_variables_are_not_settings(tmp_path: Path) -> None:
+    settings = load_settings(environ={"DOCKYARD_BIN": "/x", "DOCKYARD_DATA_DIR": str(tmp_path)})
+    assert settings.data_dir == tmp_path
+
+
+def test_misspelt_nested_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="servr"):
+        load_settings(environ={"DOCKYARD_SERVR__PORT": "1"})

@@ -34,7 +34,7 @@ def load_settings(
         data = _read_yaml(path)
     environ = os.environ if environ is None else environ
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
+        if not _is_setting(key):
             continue
         keys = key[len(ENV_PREFIX) :].lower().split("__")
         _set_path(data, keys, yaml.safe_load(raw) if raw else raw, origin=key)
@@ -47,8 +47,16 @@ def load_settings(
         raise ConfigError(_describe(exc)) from None
 
 
-#: Environment variables with the prefix that are not settings (process plumbing).
-_NOT_SETTINGS = frozenset({"DOCKYARD_SETTINGS_JSON"})
+def _is_setting(variable: str) -> bool:
+    """`DOCKYARD_<FIELD>` or `DOCKYARD_<SECTION>__<KEY>…`; other DOCKYARD_* names (tooling) are not.
+
+    A nested name is always taken as a setting, so a misspelt `DOCKYARD_SERVR__PORT` is an error
+    naming the key rather than silently ignored.
+    """
+    if not variable.startswith(ENV_PREFIX) or variable == "DOCKYARD_SETTINGS_JSON":
+        return False
+    name = variable[len(ENV_PREFIX) :]
+    return "__" in name or name.lower() in Settings.model_fields
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
