@@ -225,9 +225,7 @@ TEST_ONLY_ENV_PREFIX = "DOCKYARD_E2E_"
 
 
 def server_env() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV and not k.startswith(TEST_ONLY_ENV_PREFIX)
-    }
+    return {k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV and not k.startswith(TEST_ONLY_ENV_PREFIX)}
 
 
 def start_registry(workdir: Path, *, kind: str | None = None, workers: int | None = None) -> RegistryServer:
