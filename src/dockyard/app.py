@@ -16,16 +16,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dockyard.auth import AccessPolicy, Authenticator
+from dockyard.auth import AccessPolicy, Authenticator, TokenService
 from dockyard.config import Settings
+from dockyard.db.accounts_store import AccountsStore
 from dockyard.db.engine import Database, create_serving_engine
-from dockyard.db.hot_reads import open_hot_reads
+from dockyard.db.hot_reads import HotReads, open_hot_reads
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
 from dockyard.ops.routes import health_endtoend, health_instance, metrics
 from dockyard.registry.errors import error_response
 from dockyard.registry.routes import dispatch
+from dockyard.registry.token_endpoint import token_endpoint
+from dockyard.services.accounts import AccountService
 from dockyard.services.blobs import BlobService, Locations
 from dockyard.services.context import Services
 from dockyard.services.health import HealthService
@@ -39,15 +42,29 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 log = logging.getLogger("dockyard")
 
 
-def build_services(settings: Settings, store: RegistryStore) -> Services:
+def build_services(settings: Settings, database: Database, hot: HotReads | None) -> Services:
+    store = RegistryStore(database, hot)
+    accounts = AccountsStore(database)
+    auth = settings.auth
+    tokens = TokenService(
+        accounts, lifetime=auth.token_lifetime_seconds, refresh_lifetime=auth.refresh_token_lifetime_seconds
+    )
+    authenticator = Authenticator(
+        accounts, tokens, auth, hot.credential_state if hot is not None else accounts.credential_state
+    )
     stores = {
         name: open_location(name, options, settings.data_dir) for name, options in settings.storage.locations.items()
     }
     locations = Locations(stores, settings.storage.preference)
     registry = settings.registry
     return Services(
-        authenticator=Authenticator(),
-        policy=AccessPolicy(anonymous_access=True),
+        authenticator=authenticator,
+        policy=AccessPolicy(accounts),
+        tokens=tokens,
+        auth_settings=auth,
+        base_url=settings.server.base_url,
+        accounts=AccountService(accounts, authenticator, tokens),
+        registry_store=store,
         blobs=BlobService(store, locations),
         uploads=UploadService(store, locations),
         manifests=ManifestService(
@@ -68,17 +85,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def build_app(settings: Settings) -> Starlette:
     pool_size = settings.database.pool_size
     database = Database(create_serving_engine(settings.database_url, pool_size=pool_size))
-    store = RegistryStore(database, open_hot_reads(settings.database_url, pool_size))
-    services = build_services(settings, store)
+    services = build_services(settings, database, open_hot_reads(settings.database_url, pool_size))
     registry_metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await store.close()
+        await services.close()
 
     app = Starlette(
         routes=[
+            Route("/v2/auth", token_endpoint, methods=["GET", "POST"]),
             Route("/v2", dispatch, methods=ALL_METHODS),
             Route("/v2/{path:path}", dispatch, methods=ALL_METHODS),
             Route("/health/instance", health_instance),
@@ -92,6 +109,17 @@ def build_app(settings: Settings) -> Starlette:
     app.state.metrics = registry_metrics
     app.add_middleware(MetricsMiddleware, metrics=registry_metrics)
     return app
+
+
+@contextlib.asynccontextmanager
+async def admin_services(settings: Settings) -> AsyncIterator[Services]:
+    """Services for one command-line invocation (no hot-path readers, one small pool)."""
+    database = Database(create_serving_engine(settings.database_url, pool_size=1))
+    services = build_services(settings, database, None)
+    try:
+        yield services
+    finally:
+        await services.close()
 
 
 def asgi_factory() -> Starlette:

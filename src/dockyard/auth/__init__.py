@@ -5,6 +5,8 @@ and services never decide on their own.
 """
 
 from dockyard.auth.authenticate import Authenticator
-from dockyard.auth.authorize import ANONYMOUS, AccessPolicy, Action, Principal, Resource, authorize
+from dockyard.auth.authorize import AccessPolicy, authorize
+from dockyard.auth.principal import ANONYMOUS, Action, Principal, Resource
+from dockyard.auth.tokens import TokenService
 
-__all__ = ["ANONYMOUS", "AccessPolicy", "Action", "Authenticator", "Principal", "Resource", "authorize"]
+__all__ = ["ANONYMOUS", "AccessPolicy", "Action", "Authenticator", "Principal", "Resource", "TokenService", "authorize"]

@@ -1,16 +1,143 @@
-"""Credentials -> Principal. The one authentication step every request passes through."""
+"""Credentials -> Principal: the one authentication step every request passes through."""
 
 from __future__ import annotations
 
-from dockyard.auth.authorize import ANONYMOUS, Principal
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from dockyard.auth import secrets as sec
+from dockyard.auth.principal import ANONYMOUS, Principal
+from dockyard.auth.tokens import TokenService
+from dockyard.config.settings import AuthSettings
+from dockyard.db.accounts_store import Account, AccountsStore
+from dockyard.domain.errors import TooManyRequests, Unauthorized
+
+#: (account_id, app_token_id) -> (enabled, epoch) of a live account, None when gone or revoked.
+CredentialState = Callable[[int, int | None], Awaitable[tuple[bool, int] | None]]
+
+_LOGIN_CACHE_SECONDS = 60
+_LOGIN_CACHE_SIZE = 10_000
+CLI_SECRET_NAME = "cli-password"  # noqa: S105 - the name of a stored secret
 
 
 class Authenticator:
-    """Turns a request's Authorization header into a Principal.
+    """Turns an Authorization header into a Principal, or raises Unauthorized / TooManyRequests.
 
-    Until accounts exist every caller is anonymous; the access policy decides what anonymous
-    callers may do.
+    Verified Basic credentials are remembered for a minute (keyed by a hash, never the secret),
+    so clients sending Basic on every request do not pay argon2 each time. Whether the account
+    still holds — exists, enabled, same password, app token not revoked — is checked on every
+    request, cached or not: deleting a robot or disabling a user takes effect at once.
     """
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        return ANONYMOUS
+    def __init__(
+        self, store: AccountsStore, tokens: TokenService, settings: AuthSettings, state: CredentialState
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.settings = settings
+        self._state = state
+        self._logins: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._cli_secret: str | None = None
+
+    async def authenticate(self, authorization: str | None, client_ip: str, service: str) -> Principal:
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, value = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            principal = await self.tokens.verify(value.strip(), service)
+            await self.check_live(principal)
+            return principal
+        if scheme == "basic":
+            username, secret = decode_basic(value)
+            return await self.login(username, secret, client_ip)
+        raise Unauthorized(f"unsupported authorization scheme {scheme!r}")
+
+    async def check_live(self, principal: Principal) -> None:
+        if principal.account_id is None:
+            return
+        state = await self._state(principal.account_id, principal.app_token_id)
+        if state is None or not state[0] or state[1] != principal.epoch:
+            raise Unauthorized("these credentials are no longer valid")
+
+    async def login(self, username: str, secret: str, client_ip: str) -> Principal:
+        cache_key = hashlib.sha256(f"{username}\0{secret}".encode()).hexdigest()
+        cached = self._logins.get(cache_key)
+        if cached is not None and cached[0] > time.monotonic():
+            await self.check_live(cached[1])
+            return cached[1]
+        window = self.settings.failed_login_window_seconds * 1000
+        keys = [f"user:{username}"[:400], f"ip:{client_ip}"]
+        if await self.store.failures(keys, window) >= self.settings.max_failed_logins:
+            raise TooManyRequests("too many failed logins; try again later")
+        principal = await self._verify(username, secret)
+        if principal is None:
+            await self.store.record_failure(keys, window)
+            raise Unauthorized("invalid username or password")
+        await self.store.clear_failures(keys[0])
+        self._logins[cache_key] = (time.monotonic() + _LOGIN_CACHE_SECONDS, principal)
+        while len(self._logins) > _LOGIN_CACHE_SIZE:
+            self._logins.popitem(last=False)
+        return principal
+
+    async def cli_password(self, account: Account) -> str:
+        return sec.cli_password(await self._server_secret(), account.id, account.epoch)
+
+    async def _server_secret(self) -> str:
+        if self._cli_secret is None:
+            self._cli_secret = await self.store.secret(CLI_SECRET_NAME, secrets.token_urlsafe(32))
+        return self._cli_secret
+
+    def _principal(self, account: Account, via: str, app_token_id: int | None = None) -> Principal:
+        return Principal(
+            account_id=account.id,
+            name=account.name,
+            kind=account.kind,
+            superuser=account.kind == "user" and (account.superuser or account.name in self.settings.superusers),
+            epoch=account.epoch,
+            app_token_id=app_token_id,
+            via=via,
+        )
+
+    async def _verify(self, username: str, secret: str) -> Principal | None:
+        if username == "$app":
+            token = await self.store.app_token_by_hash(sec.token_hash(secret))
+            if token is None or token.revoked_at is not None:
+                return None
+            if token.expires_at is not None and token.expires_at <= time.time() * 1000:
+                return None
+            owner = await self.store.account_by_id(token.account_id)
+            if owner is None or not owner.enabled:
+                return None
+            await self.store.touch_app_token(token.id)
+            return self._principal(owner, "app_token", token.id)
+        account = await self.store.account(username)
+        if account is None or not account.enabled:
+            return None
+        if account.kind == "robot":
+            ok = account.token_hash is not None and sec.same(account.token_hash, sec.token_hash(secret))
+            return self._principal(account, "robot_token") if ok else None
+        if secret.startswith(sec.CLI_PASSWORD_PREFIX):
+            ok = sec.same(secret, await self.cli_password(account))
+            return self._principal(account, "cli_password") if ok else None
+        if not self.settings.allow_password_on_cli or account.password_hash is None:
+            return None
+        if await sec.verify_password(account.password_hash, secret):
+            return self._principal(account, "password")
+        return None
+
+
+def decode_basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("malformed Basic credentials") from None
+    username, colon, secret = decoded.partition(":")
+    if not colon or not username:
+        raise Unauthorized("malformed Basic credentials")
+    return username, secret

@@ -1,57 +1,65 @@
-"""The single authorization decision."""
+"""The single authorization decision: `authorize(policy, principal, action, resource)`."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from dockyard.auth.principal import ANONYMOUS, Action, Principal, Resource
+from dockyard.db.accounts_store import AccountsStore
+from dockyard.domain.access import Role, TeamRole
+from dockyard.domain.errors import Denied, InsufficientScope, Unauthorized
+from dockyard.domain.names import namespace_of
 
-from dockyard.domain.errors import Denied, Unauthorized
+__all__ = ["ANONYMOUS", "AccessPolicy", "Action", "Principal", "Resource", "authorize"]
 
-
-class Action(enum.StrEnum):
-    PULL = "pull"
-    PUSH = "push"
-    DELETE = "delete"
-    CATALOG = "catalog"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller. `name` is None for an anonymous caller."""
-
-    name: str | None = None
-
-    @property
-    def anonymous(self) -> bool:
-        return self.name is None
-
-
-ANONYMOUS = Principal()
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """What an action applies to: a repository by name, or the registry (`repository=None`)."""
-
-    repository: str | None = None
+_ALL = frozenset(Action)
 
 
 class AccessPolicy:
-    """Decides actions. Until accounts exist, the embedded default is an open registry."""
+    """Computes what a principal may do on a repository from the account data."""
 
-    def __init__(self, *, anonymous_access: bool = True) -> None:
-        self.anonymous_access = anonymous_access
+    def __init__(self, store: AccountsStore) -> None:
+        self.store = store
 
-    def allows(self, principal: Principal, action: Action, resource: Resource) -> bool:
-        if principal.anonymous:
-            return self.anonymous_access
-        return True
+    async def actions(self, principal: Principal, repository: str) -> frozenset[Action]:
+        """Every action `principal` holds on `repository` (which may not exist yet)."""
+        if principal.superuser:
+            return _ALL
+        facts = await self.store.access_facts(principal.account_id, repository, namespace_of(repository))
+        role = facts.granted
+        if facts.owns_namespace or facts.org_team_role is TeamRole.ADMIN:
+            role = Role.ADMIN
+        if facts.public:
+            role = max(role or Role.READ, Role.READ)
+        held: set[Action] = set()
+        if role is not None:
+            held.add(Action.PULL)
+        if facts.repository_exists:
+            if role is not None and role >= Role.WRITE:
+                held |= {Action.PUSH, Action.DELETE}
+        elif facts.owns_namespace or facts.org_team_role in (TeamRole.CREATOR, TeamRole.ADMIN):
+            held |= {Action.PULL, Action.PUSH, Action.DELETE}
+        return frozenset(held)
+
+    async def may(self, principal: Principal, action: Action, resource: Resource) -> bool:
+        if resource.repository is None:
+            # The catalog is open to every caller; its listing is filtered by what each may read.
+            return action is Action.CATALOG
+        if principal.grants is not None:
+            return (resource.repository, action.value) in principal.grants
+        return action in await self.actions(principal, resource.repository)
 
 
-def authorize(policy: AccessPolicy, principal: Principal, action: Action, resource: Resource) -> None:
-    """Return when `principal` may perform `action` on `resource`; raise Unauthorized/Denied otherwise."""
-    if policy.allows(principal, action, resource):
+async def authorize(policy: AccessPolicy, principal: Principal, action: Action, resource: Resource) -> None:
+    """Return when `principal` may perform `action` on `resource`; raise otherwise.
+
+    Anonymous callers get Unauthorized (401 with a challenge); bearer tokens lacking the action
+    get InsufficientScope (401 with a challenge, so clients fetch a token for it); other
+    authenticated callers get Denied (403).
+    """
+    if await policy.may(principal, action, resource):
         return
-    if principal.anonymous:
-        raise Unauthorized("authentication required", detail={"action": action.value, "resource": resource.repository})
-    raise Denied("requested access to the resource is denied", detail={"action": action.value})
+    detail = {"action": action.value, "repository": resource.repository}
+    if principal.anonymous and principal.grants is None:
+        raise Unauthorized("authentication required", detail=detail)
+    if principal.grants is not None:
+        raise InsufficientScope("requested access to the resource is denied", detail=detail)
+    raise Denied("requested access to the resource is denied", detail=detail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ _data_dir_option = click.option(
 )
 
 
-def _settings(config_file: Path | None, **overrides: Any) -> Settings:
+def settings_from(config_file: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config_file, overrides=overrides)
     except ConfigError as exc:
@@ -48,10 +49,11 @@ def serve(
     from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
-    settings = _settings(
+    settings = settings_from(
         config_file, **{"server.host": host, "server.port": port, "server.workers": workers, "data_dir": data_dir}
     )
-    _prepare(settings)
+    prepare_schema(settings)
+    _first_run(settings)
     metrics_dir = settings.data_dir / "run" / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
@@ -74,7 +76,7 @@ def serve(
     ).serve()
 
 
-def _prepare(settings: Settings) -> None:
+def prepare_schema(settings: Settings) -> None:
     """Create the data directory and bring the schema to the state this Dockyard needs."""
     from dockyard.db import migrate  # noqa: PLC0415
     from dockyard.storage import open_location  # noqa: PLC0415
@@ -93,6 +95,26 @@ def _prepare(settings: Settings) -> None:
         open_location(name, options, settings.data_dir)
 
 
+def _first_run(settings: Settings) -> None:
+    """On the embedded default's first start, create superuser `admin` with a random password."""
+    if not settings.is_embedded_default:
+        return
+    from dockyard.app import admin_services  # noqa: PLC0415
+
+    async def create() -> str | None:
+        async with admin_services(settings) as services:
+            return await services.accounts.ensure_initial_admin()
+
+    password = asyncio.run(create())
+    if password is None:
+        return
+    path = settings.data_dir / "initial-admin-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    click.echo(f"dockyard: created superuser admin with password {password} (also in {path})", err=True)
+
+
 @main.group()
 def config() -> None:
     """Validate configuration files and print their schema."""
@@ -102,7 +124,7 @@ def config() -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def config_validate(file: Path) -> None:
     """Check FILE (with DOCKYARD_* overrides); exit 1 naming every bad key."""
-    _settings(file)
+    settings_from(file)
     click.echo(f"{file}: valid")
 
 
@@ -125,7 +147,7 @@ def db_upgrade(revision: str, config_file: Path | None, data_dir: Path | None) -
     """Upgrade the schema (run before starting a new version on PostgreSQL)."""
     from dockyard.db import migrate  # noqa: PLC0415
 
-    settings = _settings(config_file, data_dir=data_dir)
+    settings = settings_from(config_file, data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url, revision)
     click.echo(f"schema at {migrate.current_revision(settings.database_url)}")
@@ -139,7 +161,7 @@ def db_downgrade(revision: str, config_file: Path | None, data_dir: Path | None)
     """Downgrade the schema to REVISION."""
     from dockyard.db import migrate  # noqa: PLC0415
 
-    settings = _settings(config_file, data_dir=data_dir)
+    settings = settings_from(config_file, data_dir=data_dir)
     migrate.downgrade(settings.database_url, revision)
     click.echo(f"schema at {migrate.current_revision(settings.database_url)}")
 
@@ -151,5 +173,15 @@ def db_current(config_file: Path | None, data_dir: Path | None) -> None:
     """Print the schema revision of the database and the one this Dockyard needs."""
     from dockyard.db import migrate  # noqa: PLC0415
 
-    settings = _settings(config_file, data_dir=data_dir)
+    settings = settings_from(config_file, data_dir=data_dir)
     click.echo(f"database: {migrate.current_revision(settings.database_url)}  needed: {migrate.head_revision()}")
+
+
+def _register() -> None:
+    from dockyard.cli.admin import COMMANDS  # noqa: PLC0415
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()

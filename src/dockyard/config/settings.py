@@ -69,6 +69,24 @@ class RegistrySettings(_Strict):
     max_page_size: int = Field(10000, ge=1, description="Largest `n` honoured for tags and catalog.")
 
 
+class AuthSettings(_Strict):
+    superusers: list[str] = Field(default_factory=list, description="User names with full access.")
+    allow_password_on_cli: bool = Field(
+        True,
+        description="Accept plain passwords in registry logins (docker/podman login). When false, only app "
+        "tokens, encrypted CLI passwords and robot tokens are accepted there.",
+    )
+    token_lifetime_seconds: int = Field(300, ge=30, le=86400, description="Lifetime of registry bearer tokens.")
+    refresh_token_lifetime_seconds: int = Field(
+        30 * 86400, ge=300, description="Lifetime of refresh tokens issued with offline_token=true."
+    )
+    service: str | None = Field(
+        None, description="The token service (audience) name. Default: the host clients address the registry by."
+    )
+    max_failed_logins: int = Field(10, ge=1, description="Failed logins allowed per user and per IP in the window.")
+    failed_login_window_seconds: int = Field(300, ge=1, description="Window of the failed-login rate limit.")
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log one line per request.")
@@ -80,6 +98,7 @@ class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     storage: StorageSettings = StorageSettings()
     registry: RegistrySettings = RegistrySettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
 
     @property
@@ -89,6 +108,11 @@ class Settings(_Strict):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_embedded_default(self) -> bool:
+        """SQLite in the data directory: the no-configuration set-up."""
+        return self.database.url is None
 
     @property
     def auto_migrate(self) -> bool:

@@ -14,6 +14,7 @@ adapter (docs/performance.md).
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Protocol
 
 from psycopg.rows import tuple_row
@@ -47,6 +48,20 @@ WHERE r.name = ? AND r.state = 'normal' AND b.digest = ?
 """
 
 
+_ACCOUNT_STATE = "SELECT enabled, credential_epoch FROM accounts WHERE id = ?"
+_APP_TOKEN_STATE = "SELECT revoked_at, expires_at FROM app_tokens WHERE id = ?"  # noqa: S105
+
+
+def _state(account: Any, token: Any) -> tuple[bool, int] | None:
+    if account is None:
+        return None
+    if token is not None:
+        revoked_at, expires_at = token
+        if revoked_at is not None or (expires_at is not None and expires_at <= time.time() * 1000):
+            return None
+    return bool(account[0]), int(account[1])
+
+
 def _record(row: Any) -> ManifestRecord | None:
     if row is None:
         return None
@@ -60,6 +75,8 @@ class HotReads(Protocol):
     async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None: ...
 
     async def blob_size(self, repository: str, digest: str) -> int | None: ...
+
+    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None: ...
 
     async def close(self) -> None: ...
 
@@ -87,6 +104,14 @@ class SqliteHotReads:
         row = self._connection().execute(self._blob, (repository, digest)).fetchone()
         return None if row is None else int(row[0])
 
+    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None:
+        conn = self._connection()
+        account = conn.execute(_ACCOUNT_STATE, (account_id,)).fetchone()
+        if account is None or app_token_id is None:
+            return _state(account, None)
+        token = conn.execute(_APP_TOKEN_STATE, (app_token_id,)).fetchone()
+        return _state(account, token) if token is not None else None
+
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -101,9 +126,18 @@ class PostgresHotReads:
             self._conninfo, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
         )
         self._opened = False
-        self._by_tag, self._by_digest, self._blob = (q.replace("?", "%s") for q in (_BY_TAG, _BY_DIGEST, _BLOB_SIZE))
+        self._by_tag, self._by_digest, self._blob, self._account_state, self._app_token_state = (
+            q.replace("?", "%s") for q in (_BY_TAG, _BY_DIGEST, _BLOB_SIZE, _ACCOUNT_STATE, _APP_TOKEN_STATE)
+        )
 
-    async def _one(self, query: str, params: tuple[str, str]) -> Any:
+    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None:
+        account = await self._one(self._account_state, (account_id,))
+        if account is None or app_token_id is None:
+            return _state(account, None)
+        token = await self._one(self._app_token_state, (app_token_id,))
+        return _state(account, token) if token is not None else None
+
+    async def _one(self, query: str, params: tuple[Any, ...]) -> Any:
         if not self._opened:
             await self._pool.open()
             self._opened = True

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dockyard.db.accounts_store import apply_creation_rules
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.hot_reads import HotReads
 from dockyard.db.tables import (
+    accounts,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -22,7 +24,10 @@ from dockyard.db.tables import (
     placements,
     repositories,
     repository_blobs,
+    repository_permissions,
     tags,
+    team_members,
+    teams,
     uploads,
 )
 from dockyard.domain.errors import ManifestBlobUnknown
@@ -49,19 +54,29 @@ class RegistryStore:
             return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
         return insert(table).values(values).prefix_with("IGNORE")
 
-    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
+    async def _ensure_repository(self, conn: AsyncConnection, name: str, creator: int | None) -> int:
+        """The repository's id, creating it (private) on first push with the org's creation rules.
+
+        Authorization has already decided the creator may create it. A namespace that does not
+        exist yet (only a superuser may push there) is created as an organization.
+        """
         repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
         if repo_id is not None:
             return int(repo_id)
         now = now_ms()
         namespace = namespace_of(name)
-        await conn.execute(self._insert_ignore(namespaces, {"name": namespace, "created_at": now}, ["name"]))
-        namespace_id = await conn.scalar(select(namespaces.c.id).where(namespaces.c.name == namespace))
         await conn.execute(
+            self._insert_ignore(namespaces, {"name": namespace, "kind": "org", "created_at": now}, ["name"])
+        )
+        namespace_id = int(
+            (await conn.execute(select(namespaces.c.id).where(namespaces.c.name == namespace))).scalar_one()
+        )
+        result = await conn.execute(
             self._insert_ignore(repositories, {"name": name, "namespace_id": namespace_id, "created_at": now}, ["name"])
         )
-        repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
-        assert repo_id is not None
+        repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one()
+        if result.rowcount:
+            await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
         return int(repo_id)
 
     @staticmethod
@@ -108,11 +123,13 @@ class RegistryStore:
         async with self.db.read() as conn:
             return list((await conn.scalars(query)).all())
 
-    async def record_blob(self, repository: str, digest: str, size: int, location: str, upload_id: str | None) -> None:
+    async def record_blob(
+        self, repository: str, digest: str, size: int, location: str, upload_id: str | None, creator: int | None
+    ) -> None:
         """Make a stored blob visible in `repository` (and drop the finished upload) atomically."""
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository)
+            repo_id = await self._ensure_repository(conn, repository, creator)
             await conn.execute(
                 self._insert_ignore(blobs, {"digest": digest, "size": size, "created_at": now}, ["digest"])
             )
@@ -142,7 +159,7 @@ class RegistryStore:
                 )
             )
 
-    async def mount_blob(self, repository: str, digest: str, source: str | None) -> bool:
+    async def mount_blob(self, repository: str, digest: str, source: str | None, creator: int | None) -> bool:
         """Link an existing blob into `repository`; from `source` only, or from anywhere when None."""
         now = now_ms()
         async with self.db.write() as conn:
@@ -159,7 +176,7 @@ class RegistryStore:
             blob_id = await conn.scalar(query.limit(1))
             if blob_id is None:
                 return False
-            repo_id = await self._ensure_repository(conn, repository)
+            repo_id = await self._ensure_repository(conn, repository, creator)
             await self._link(conn, repo_id, int(blob_id), now)
             return True
 
@@ -180,10 +197,10 @@ class RegistryStore:
 
     # -- uploads -------------------------------------------------------------------------------
 
-    async def create_upload(self, repository: str, upload_id: str, location: str) -> UploadState:
+    async def create_upload(self, repository: str, upload_id: str, location: str, creator: int | None) -> UploadState:
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository)
+            repo_id = await self._ensure_repository(conn, repository, creator)
             await conn.execute(
                 insert(uploads).values(
                     id=upload_id, repository_id=repo_id, offset=0, location=location, created_at=now, updated_at=now
@@ -242,11 +259,12 @@ class RegistryStore:
         blob_digests: Sequence[str],
         child_digests: Sequence[str],
         tag: str | None,
+        creator: int | None,
     ) -> None:
         """Store a manifest with its edges and point `tag` at it, in one transaction."""
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository)
+            repo_id = await self._ensure_repository(conn, repository, creator)
             blob_ids = await self._blob_ids_in(conn, repo_id, blob_digests)
             child_ids = await self._manifest_ids_in(conn, repo_id, child_digests)
             manifest_id = await conn.scalar(
@@ -432,8 +450,31 @@ class RegistryStore:
             names = list((await conn.scalars(query.order_by(tags.c.name).limit(limit + 1))).all())
         return _page(names, limit)
 
-    async def catalog(self, last: str | None, limit: int) -> Page:
+    async def catalog(self, last: str | None, limit: int, *, viewer: int | None, everything: bool) -> Page:
+        """Repository names after `last`: all of them, or those account `viewer` may read."""
         query = select(repositories.c.name).where(repositories.c.state == "normal")
+        if not everything:
+            readable = repositories.c.visibility == "public"
+            if viewer is not None:
+                my_teams = select(team_members.c.team_id).where(team_members.c.account_id == viewer)
+                readable = or_(
+                    readable,
+                    repositories.c.namespace_id.in_(
+                        select(accounts.c.namespace_id).where(accounts.c.id == viewer, accounts.c.kind == "user")
+                    ),
+                    repositories.c.namespace_id.in_(
+                        select(teams.c.namespace_id).where(teams.c.id.in_(my_teams), teams.c.role == "admin")
+                    ),
+                    repositories.c.id.in_(
+                        select(repository_permissions.c.repository_id).where(
+                            or_(
+                                repository_permissions.c.account_id == viewer,
+                                repository_permissions.c.team_id.in_(my_teams),
+                            )
+                        )
+                    ),
+                )
+            query = query.where(readable)
         if last:
             query = query.where(repositories.c.name > last)
         async with self.db.read() as conn:

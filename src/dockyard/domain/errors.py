@@ -84,6 +84,10 @@ class Unauthorized(DockyardError):
     """No or bad credentials were presented."""
 
 
+class InsufficientScope(Unauthorized):
+    """A bearer token does not carry the action; the client should ask for a new token."""
+
+
 class Denied(DockyardError):
     """The principal is known but may not perform the action."""
 
@@ -94,3 +98,15 @@ class TooManyRequests(DockyardError):
 
 class StorageUnavailable(DockyardError):
     """The blob store failed; the request may be retried."""
+
+
+class AlreadyExists(DockyardError):
+    """An account, team, robot, repository or token of that name exists already."""
+
+
+class NotFound(DockyardError):
+    """A named account, team, robot, repository or token does not exist."""
+
+
+class InvalidRequest(DockyardError):
+    """A request or command is malformed (bad name, bad role, bad duration)."""

@@ -29,6 +29,7 @@ OCI_ERRORS: dict[type[e.DockyardError], tuple[int, str]] = {
     e.SizeInvalid: (400, "SIZE_INVALID"),
     e.Unsupported: (405, "UNSUPPORTED"),
     e.Unauthorized: (401, "UNAUTHORIZED"),
+    e.InsufficientScope: (401, "DENIED"),
     e.Denied: (403, "DENIED"),
     e.TooManyRequests: (429, "TOOMANYREQUESTS"),
     e.StorageUnavailable: (503, "UNAVAILABLE"),

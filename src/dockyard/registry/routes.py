@@ -11,18 +11,22 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from dockyard.auth import Action, Principal, Resource, authorize
+from dockyard.auth import Action
 from dockyard.domain.errors import (
     BlobUploadInvalid,
     DigestInvalid,
     DockyardError,
+    InsufficientScope,
     NameUnknown,
     PaginationInvalid,
     RangeNotSatisfiable,
+    TooManyRequests,
+    Unauthorized,
     Unsupported,
 )
 from dockyard.domain.names import validate_repository_name
 from dockyard.oci import mediatypes as mt
+from dockyard.registry.context import allow, may, principal_of, realm, service_name
 from dockyard.registry.errors import API_VERSION_HEADER, error_response
 from dockyard.registry.responses import BlobResponse
 from dockyard.services.context import Services
@@ -68,6 +72,17 @@ def _not_found(path: str) -> DockyardError:
 
 
 def _error_headers(error: DockyardError, request: Request, path: str) -> dict[str, str]:
+    if isinstance(error, Unauthorized):
+        services: Services = request.app.state.services
+        challenge = f'Bearer realm="{realm(request, services)}",service="{service_name(request, services)}"'
+        scope = getattr(request.state, "scope", None)
+        if scope:
+            challenge += f',scope="{scope}"'
+        if isinstance(error, InsufficientScope):
+            challenge += ',error="insufficient_scope"'
+        return {"WWW-Authenticate": challenge}
+    if isinstance(error, TooManyRequests):
+        return {"Retry-After": "60"}
     if isinstance(error, RangeNotSatisfiable):
         if "/blobs/uploads/" in path:
             return {
@@ -79,14 +94,12 @@ def _error_headers(error: DockyardError, request: Request, path: str) -> dict[st
     return {}
 
 
-async def _principal(request: Request, services: Services) -> Principal:
-    return await services.authenticator.authenticate(request.headers.get("authorization"))
-
-
-async def _allow(request: Request, services: Services, action: Action, repository: str | None) -> Principal:
-    principal = await _principal(request, services)
-    authorize(services.policy, principal, action, Resource(repository))
-    return principal
+def _valid_name(name: str) -> bool:
+    try:
+        validate_repository_name(name)
+    except DockyardError:
+        return False
+    return True
 
 
 def _range(offset: int) -> str:
@@ -111,7 +124,10 @@ def _body(request: Request) -> AsyncIterator[bytes]:
 
 
 async def _base(request: Request, services: Services) -> Response:
-    await _allow(request, services, Action.PULL, None)
+    """200 for any authenticated caller (or bearer token); 401 with a challenge otherwise."""
+    principal = await principal_of(request, services)
+    if principal.anonymous and principal.grants is None:
+        raise Unauthorized("authentication required")
     return Response(b"{}", 200, headers=_BASE_HEADERS, media_type="application/json")
 
 
@@ -134,9 +150,9 @@ def _link(path: str, n: int, last: str | None) -> dict[str, str]:
 async def _catalog(request: Request, services: Services) -> Response:
     if request.method != "GET":
         raise Unsupported("only GET is supported on the catalog")
-    await _allow(request, services, Action.CATALOG, None)
+    principal = await allow(request, services, Action.CATALOG, None)
     n, last = _paging(request)
-    page = await services.manifests.catalog(n, last)
+    page = await services.manifests.catalog(n, last, viewer=principal.account_id, everything=principal.superuser)
     size = services.manifests.page_size(n)
     body = _json({"repositories": page.items})
     return Response(
@@ -155,7 +171,7 @@ def _json(value: object) -> bytes:
 
 
 async def _blob_get(request: Request, services: Services, name: str, digest: str) -> Response | ASGIApp:
-    await _allow(request, services, Action.PULL, name)
+    await allow(request, services, Action.PULL, name)
     head = request.method == "HEAD"
     content = await services.blobs.content(name, digest, request.headers.get("range"))
     headers = {
@@ -181,7 +197,7 @@ async def _blob_get(request: Request, services: Services, name: str, digest: str
 
 
 async def _blob_delete(request: Request, services: Services, name: str, digest: str) -> Response:
-    await _allow(request, services, Action.DELETE, name)
+    await allow(request, services, Action.DELETE, name)
     await services.blobs.delete(name, digest)
     return Response(status_code=202, headers={**_BASE_HEADERS, "Content-Length": "0"})
 
@@ -211,26 +227,29 @@ def _created_blob(name: str, digest: str) -> Response:
 async def _upload_start(request: Request, services: Services, name: str, ref: str) -> Response:
     if ref:
         raise Unsupported("POST opens a new upload; use PATCH or PUT on an existing session")
-    await _allow(request, services, Action.PUSH, name)
+    principal = await allow(request, services, Action.PUSH, name)
+    creator = principal.account_id
     params = request.query_params
     mount = params.get("mount")
     if mount:
         source = params.get("from")
-        if source is not None:
-            validate_repository_name(source)
-            await _allow(request, services, Action.PULL, source)
-        if await services.uploads.mount(name, mount, source):
+        # A mount from a repository the caller cannot read is an ordinary upload, never an error
+        # that would reveal whether the blob exists there.
+        readable = source is None or (_valid_name(source) and await may(request, services, Action.PULL, source))
+        if readable and await services.uploads.mount(name, mount, source, creator=creator):
             return _created_blob(name, mount)
     digest = params.get("digest")
     if digest:
-        info = await services.uploads.monolithic(name, digest, _body(request), length=_content_length(request))
+        info = await services.uploads.monolithic(
+            name, digest, _body(request), length=_content_length(request), creator=creator
+        )
         return _created_blob(name, info.digest)
-    state = await services.uploads.start(name)
+    state = await services.uploads.start(name, creator=creator)
     return Response(status_code=202, headers=_upload_headers(name, state.id, state.offset))
 
 
 async def _upload_status(request: Request, services: Services, name: str, upload_id: str) -> Response:
-    await _allow(request, services, Action.PUSH, name)
+    await allow(request, services, Action.PUSH, name)
     state = await services.uploads.status(name, upload_id)
     return Response(status_code=204, headers=_upload_headers(name, state.id, state.offset))
 
@@ -249,7 +268,7 @@ def _content_range(request: Request) -> tuple[int | None, int | None]:
 
 
 async def _upload_patch(request: Request, services: Services, name: str, upload_id: str) -> Response:
-    await _allow(request, services, Action.PUSH, name)
+    await allow(request, services, Action.PUSH, name)
     start, length = _content_range(request)
     declared = _content_length(request)
     if length is not None and declared is not None and declared != length:
@@ -265,17 +284,19 @@ async def _upload_patch(request: Request, services: Services, name: str, upload_
 
 
 async def _upload_put(request: Request, services: Services, name: str, upload_id: str) -> Response:
-    await _allow(request, services, Action.PUSH, name)
+    principal = await allow(request, services, Action.PUSH, name)
     digest = request.query_params.get("digest")
     if not digest:
         await services.uploads.status(name, upload_id)
         raise DigestInvalid("PUT must name the digest (?digest=)")
-    info = await services.uploads.finish(name, upload_id, digest, _body(request), length=_content_length(request))
+    info = await services.uploads.finish(
+        name, upload_id, digest, _body(request), length=_content_length(request), creator=principal.account_id
+    )
     return _created_blob(name, info.digest)
 
 
 async def _upload_delete(request: Request, services: Services, name: str, upload_id: str) -> Response:
-    await _allow(request, services, Action.PUSH, name)
+    await allow(request, services, Action.PUSH, name)
     await services.uploads.cancel(name, upload_id)
     return Response(status_code=204, headers={**_BASE_HEADERS, "Content-Length": "0"})
 
@@ -288,7 +309,7 @@ def _accept(request: Request) -> list[str]:
 
 
 async def _manifest_get(request: Request, services: Services, name: str, reference: str) -> Response:
-    await _allow(request, services, Action.PULL, name)
+    await allow(request, services, Action.PULL, name)
     record = await services.manifests.get(name, reference, _accept(request))
     headers = {
         **_BASE_HEADERS,
@@ -303,9 +324,11 @@ async def _manifest_get(request: Request, services: Services, name: str, referen
 
 
 async def _manifest_put(request: Request, services: Services, name: str, reference: str) -> Response:
-    await _allow(request, services, Action.PUSH, name)
+    principal = await allow(request, services, Action.PUSH, name)
     content = await services.manifests.read_body(_body(request), _content_length(request))
-    result = await services.manifests.put(name, reference, request.headers.get("content-type"), content)
+    result = await services.manifests.put(
+        name, reference, request.headers.get("content-type"), content, creator=principal.account_id
+    )
     headers = {
         **_BASE_HEADERS,
         "Location": f"/v2/{name}/manifests/{quote(result.digest, safe=':')}",
@@ -318,13 +341,13 @@ async def _manifest_put(request: Request, services: Services, name: str, referen
 
 
 async def _manifest_delete(request: Request, services: Services, name: str, reference: str) -> Response:
-    await _allow(request, services, Action.DELETE, name)
+    await allow(request, services, Action.DELETE, name)
     await services.manifests.delete(name, reference)
     return Response(status_code=202, headers={**_BASE_HEADERS, "Content-Length": "0"})
 
 
 async def _tags(request: Request, services: Services, name: str, _ref: str) -> Response:
-    await _allow(request, services, Action.PULL, name)
+    await allow(request, services, Action.PULL, name)
     n, last = _paging(request)
     page = await services.manifests.tags(name, n, last)
     size = services.manifests.page_size(n)
@@ -333,7 +356,7 @@ async def _tags(request: Request, services: Services, name: str, _ref: str) -> R
 
 
 async def _referrers(request: Request, services: Services, name: str, digest: str) -> Response:
-    await _allow(request, services, Action.PULL, name)
+    await allow(request, services, Action.PULL, name)
     artifact_type = request.query_params.get("artifactType") or None
     body = await services.manifests.referrers(name, digest, artifact_type)
     headers = dict(_BASE_HEADERS)

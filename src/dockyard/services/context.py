@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockyard.auth import AccessPolicy, Authenticator
+from dockyard.auth import AccessPolicy, Authenticator, TokenService
+from dockyard.config.settings import AuthSettings
+from dockyard.db.registry_store import RegistryStore
+from dockyard.services.accounts import AccountService
 from dockyard.services.blobs import BlobService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
@@ -15,7 +18,15 @@ from dockyard.services.uploads import UploadService
 class Services:
     authenticator: Authenticator
     policy: AccessPolicy
+    tokens: TokenService
+    auth_settings: AuthSettings
+    base_url: str | None
+    accounts: AccountService
+    registry_store: RegistryStore
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
     health: HealthService
+
+    async def close(self) -> None:
+        await self.registry_store.close()

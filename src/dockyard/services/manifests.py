@@ -50,7 +50,9 @@ class ManifestService:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def put(self, repository: str, reference: str, content_type: str | None, content: bytes) -> PutResult:
+    async def put(
+        self, repository: str, reference: str, content_type: str | None, content: bytes, *, creator: int | None
+    ) -> PutResult:
         tag: str | None = None
         if looks_like_digest(reference):
             expected = Digest.parse(reference)
@@ -72,6 +74,7 @@ class ManifestService:
             blob_digests=[d.digest for d in parsed.blobs],
             child_digests=[d.digest for d in parsed.children],
             tag=tag,
+            creator=creator,
         )
         return PutResult(digest=str(digest), subject=subject)
 
@@ -109,8 +112,8 @@ class ManifestService:
             raise NameUnknown(f"repository {repository} is not known", detail={"name": repository})
         return page
 
-    async def catalog(self, n: int | None, last: str | None) -> Page:
-        return await self.store.catalog(last, self.page_size(n))
+    async def catalog(self, n: int | None, last: str | None, *, viewer: int | None, everything: bool) -> Page:
+        return await self.store.catalog(last, self.page_size(n), viewer=viewer, everything=everything)
 
     async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> bytes:
         """The OCI image index listing manifests whose subject is `subject`."""

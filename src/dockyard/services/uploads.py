@@ -31,9 +31,9 @@ class UploadService:
         self.locations = locations
         self._hashers: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()
 
-    async def start(self, repository: str) -> UploadState:
+    async def start(self, repository: str, *, creator: int | None) -> UploadState:
         upload_id = str(uuid.uuid4())
-        return await self.store.create_upload(repository, upload_id, self.locations.primary.name)
+        return await self.store.create_upload(repository, upload_id, self.locations.primary.name, creator)
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
         state = await self.store.upload(repository, upload_id) if _valid_id(upload_id) else None
@@ -55,7 +55,14 @@ class UploadService:
             return await self._write(state, writer, body, start=start, length=length, algorithm="sha256")
 
     async def finish(
-        self, repository: str, upload_id: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None
+        self,
+        repository: str,
+        upload_id: str,
+        digest_text: str,
+        body: AsyncIterator[bytes],
+        *,
+        length: int | None,
+        creator: int | None,
     ) -> BlobInfo:
         """Append the last bytes, verify the digest, then make the blob visible in the repository."""
         try:
@@ -77,7 +84,7 @@ class UploadService:
                 await store.delete(upload_key(upload_id))
             else:
                 await store.commit(upload_key(upload_id), key)
-        await self.store.record_blob(repository, str(digest), state.offset, state.key, upload_id)
+        await self.store.record_blob(repository, str(digest), state.offset, state.key, upload_id, creator)
         self._hashers.pop(upload_id, None)
         return BlobInfo(digest=str(digest), size=state.offset, key=key)
 
@@ -132,12 +139,12 @@ class UploadService:
         return UploadState(state.id, state.repository, offset, state.key, state.created_at)
 
     async def monolithic(
-        self, repository: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None
+        self, repository: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None, creator: int | None
     ) -> BlobInfo:
         digest = Digest.parse(digest_text)
-        state = await self.start(repository)
+        state = await self.start(repository, creator=creator)
         try:
-            return await self.finish(repository, state.id, str(digest), body, length=length)
+            return await self.finish(repository, state.id, str(digest), body, length=length, creator=creator)
         except BaseException:
             await self._discard(state.id, state.key)
             raise
@@ -149,9 +156,9 @@ class UploadService:
     async def open_sessions(self) -> int:
         return await self.store.count_uploads()
 
-    async def mount(self, repository: str, digest_text: str, source: str | None) -> bool:
+    async def mount(self, repository: str, digest_text: str, source: str | None, *, creator: int | None) -> bool:
         Digest.parse(digest_text)
-        return await self.store.mount_blob(repository, digest_text, source)
+        return await self.store.mount_blob(repository, digest_text, source, creator)
 
     # -- hashing -------------------------------------------------------------------------------
 

@@ -1,0 +1,318 @@
+"""Administration commands: users, organizations, teams, robots, repositories, grants, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from dockyard.app import admin_services
+from dockyard.config import Settings
+from dockyard.domain.errors import DockyardError
+from dockyard.services.context import Services
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="YAML configuration file."
+)
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Data directory (default ./data)."
+)
+
+
+def run(config_file: Path | None, data_dir: Path | None, action: Callable[[Services], Awaitable[T]]) -> T:
+    """Run one action with services built from the same configuration `serve` would use."""
+    from dockyard.cli.main import prepare_schema, settings_from  # noqa: PLC0415 - avoids an import cycle
+
+    settings: Settings = settings_from(config_file, data_dir=data_dir)
+    prepare_schema(settings)
+
+    async def main() -> T:
+        async with admin_services(settings) as services:
+            return await action(services)
+
+    try:
+        return asyncio.run(main())
+    except DockyardError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _password_from_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("no password on standard input")
+    return password
+
+
+def _when(ms: int | None) -> str:
+    return "-" if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@click.group()
+def user() -> None:
+    """Users."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--email")
+@click.option("--superuser", is_flag=True)
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@config_option
+@data_dir_option
+def user_create(
+    name: str, email: str | None, superuser: bool, password_stdin: bool, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Create user NAME (and its namespace)."""
+    password = _password_from_stdin()
+    run(config_file, data_dir, lambda s: s.accounts.create_user(name, password, email=email, superuser=superuser))
+    click.echo(f"created user {name}")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@config_option
+@data_dir_option
+def user_passwd(name: str, password_stdin: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Set NAME's password (invalidates its tokens and encrypted CLI password)."""
+    password = _password_from_stdin()
+    run(config_file, data_dir, lambda s: s.accounts.set_password(name, password))
+    click.echo(f"password of {name} changed")
+
+
+@user.command("disable")
+@click.argument("name")
+@config_option
+@data_dir_option
+def user_disable(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Disable NAME: no login, every token it holds stops working."""
+    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, False))
+    click.echo(f"disabled {name}")
+
+
+@user.command("enable")
+@click.argument("name")
+@config_option
+@data_dir_option
+def user_enable(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Enable NAME again."""
+    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, True))
+    click.echo(f"enabled {name}")
+
+
+@user.command("cli-password")
+@click.argument("name")
+@config_option
+@data_dir_option
+def user_cli_password(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Print NAME's encrypted CLI password (stands in for the password in docker login)."""
+    click.echo(run(config_file, data_dir, lambda s: s.accounts.cli_password(name)))
+
+
+@click.group()
+def org() -> None:
+    """Organizations."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--owner", required=True, help="User who joins the owners team.")
+@config_option
+@data_dir_option
+def org_create(name: str, owner: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create organization NAME with an owners team."""
+    run(config_file, data_dir, lambda s: s.accounts.create_org(name, owner))
+    click.echo(f"created organization {name}")
+
+
+@org.command("default-perm")
+@click.argument("name")
+@click.argument("subject")
+@click.argument("role", type=click.Choice(["read", "write", "admin"]))
+@click.option("--creator", help="Apply only to repositories this user creates (default: anyone).")
+@config_option
+@data_dir_option
+def org_default_perm(
+    name: str, subject: str, role: str, creator: str | None, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """When a repository is created in NAME, grant SUBJECT (user, ORG/TEAM or NS+ROBOT) ROLE."""
+    run(config_file, data_dir, lambda s: s.accounts.add_default_permission(name, subject, role, creator))
+    click.echo(f"default permission: {subject} gets {role} on new repositories in {name}")
+
+
+@click.group()
+def team() -> None:
+    """Organization teams."""
+
+
+@team.command("create")
+@click.argument("org_name", metavar="ORG")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["member", "creator", "admin"]), default="member", show_default=True)
+@config_option
+@data_dir_option
+def team_create(org_name: str, name: str, role: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create team NAME in ORG."""
+    run(config_file, data_dir, lambda s: s.accounts.create_team(org_name, name, role))
+    click.echo(f"created team {org_name}/{name} ({role})")
+
+
+@team.command("add")
+@click.argument("org_name", metavar="ORG")
+@click.argument("name")
+@click.argument("member")
+@config_option
+@data_dir_option
+def team_add(org_name: str, name: str, member: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Add MEMBER (a user, or a robot NS+NAME) to team ORG/NAME."""
+    run(config_file, data_dir, lambda s: s.accounts.add_team_member(org_name, name, member))
+    click.echo(f"added {member} to {org_name}/{name}")
+
+
+@click.group()
+def robot() -> None:
+    """Robot accounts."""
+
+
+@robot.command("create")
+@click.argument("namespace")
+@click.argument("name")
+@config_option
+@data_dir_option
+def robot_create(namespace: str, name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create robot NAMESPACE+NAME; prints its name and its token (shown only now)."""
+    full, token = run(config_file, data_dir, lambda s: s.accounts.create_robot(namespace, name))
+    click.echo(full)
+    click.echo(token)
+
+
+@robot.command("delete")
+@click.argument("full_name", metavar="NAMESPACE+NAME")
+@config_option
+@data_dir_option
+def robot_delete(full_name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Delete a robot; its access ends at once."""
+    run(config_file, data_dir, lambda s: s.accounts.delete_robot(full_name))
+    click.echo(f"deleted {full_name}")
+
+
+@click.group()
+def repo() -> None:
+    """Repositories."""
+
+
+@repo.command("create")
+@click.argument("name", metavar="NAMESPACE/NAME")
+@click.option("--public", is_flag=True, help="Anyone, even anonymous, may pull.")
+@config_option
+@data_dir_option
+def repo_create(name: str, public: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create a repository (private unless --public)."""
+    run(config_file, data_dir, lambda s: s.accounts.create_repository(name, public=public))
+    click.echo(f"created {'public' if public else 'private'} repository {name}")
+
+
+@repo.command("visibility")
+@click.argument("name", metavar="NAMESPACE/NAME")
+@click.argument("visibility", type=click.Choice(["public", "private"]))
+@config_option
+@data_dir_option
+def repo_visibility(name: str, visibility: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Make a repository public or private."""
+    run(config_file, data_dir, lambda s: s.accounts.set_visibility(name, public=visibility == "public"))
+    click.echo(f"{name} is {visibility}")
+
+
+@click.group()
+def perm() -> None:
+    """Repository permissions."""
+
+
+@perm.command("grant")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("subject")
+@click.argument("role", type=click.Choice(["read", "write", "admin"]))
+@config_option
+@data_dir_option
+def perm_grant(repository: str, subject: str, role: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Grant SUBJECT (user, ORG/TEAM or NS+ROBOT) ROLE on a repository."""
+    run(config_file, data_dir, lambda s: s.accounts.grant(repository, subject, role))
+    click.echo(f"{subject} has {role} on {repository}")
+
+
+@perm.command("revoke")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("subject")
+@config_option
+@data_dir_option
+def perm_revoke(repository: str, subject: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Remove SUBJECT's permission on a repository."""
+    run(config_file, data_dir, lambda s: s.accounts.revoke(repository, subject))
+    click.echo(f"revoked {subject} on {repository}")
+
+
+@click.group()
+def token() -> None:
+    """App-specific tokens."""
+
+
+@token.command("create")
+@click.argument("user_name", metavar="USER")
+@click.option("--title", required=True)
+@click.option("--expires", help="Lifetime, e.g. 12h, 30d, 2w (default: no expiry).")
+@config_option
+@data_dir_option
+def token_create(
+    user_name: str, title: str, expires: str | None, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Create an app token for USER; prints it (shown only now). Log in as `$app` with it."""
+    _, secret = run(config_file, data_dir, lambda s: s.accounts.create_app_token(user_name, title, expires))
+    click.echo(secret)
+
+
+@token.command("list")
+@click.argument("user_name", metavar="USER")
+@config_option
+@data_dir_option
+def token_list(user_name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """List USER's app tokens."""
+    for item in run(config_file, data_dir, lambda s: s.accounts.app_tokens(user_name)):
+        state = "revoked" if item.revoked_at else "active"
+        click.echo(
+            f"{item.id}\t{item.title}\t{state}\tcreated {_when(item.created_at)}\t"
+            f"expires {_when(item.expires_at)}\tlast used {_when(item.last_used_at)}"
+        )
+
+
+@token.command("revoke")
+@click.argument("user_name", metavar="USER")
+@click.argument("token_id", type=int, metavar="ID")
+@config_option
+@data_dir_option
+def token_revoke(user_name: str, token_id: int, config_file: Path | None, data_dir: Path | None) -> None:
+    """Revoke one of USER's app tokens."""
+    run(config_file, data_dir, lambda s: s.accounts.revoke_app_token(user_name, token_id))
+    click.echo(f"revoked token {token_id}")
+
+
+@click.group()
+def auth() -> None:
+    """Registry token signing keys."""
+
+
+@auth.command("rotate-key")
+@config_option
+@data_dir_option
+def auth_rotate_key(config_file: Path | None, data_dir: Path | None) -> None:
+    """Add a new signing key and retire the others (they verify until their tokens expire)."""
+    click.echo(run(config_file, data_dir, lambda s: s.accounts.rotate_signing_key()))
+
+
+COMMANDS = (user, org, team, robot, repo, perm, token, auth)

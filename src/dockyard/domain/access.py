@@ -1,0 +1,75 @@
+"""Roles, account kinds and the names of principals."""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from dockyard.domain.errors import InvalidRequest
+
+
+class Role(enum.IntEnum):
+    """Repository roles, ordered: a stronger role includes the weaker ones."""
+
+    READ = 1
+    WRITE = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise InvalidRequest(f"role must be read, write or admin, not {text!r}") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class TeamRole(enum.StrEnum):
+    MEMBER = "member"
+    CREATOR = "creator"
+    ADMIN = "admin"
+
+    @classmethod
+    def parse(cls, text: str) -> TeamRole:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise InvalidRequest(f"team role must be member, creator or admin, not {text!r}") from None
+
+
+OWNERS_TEAM = "owners"
+
+_NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+_ROBOT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def validate_namespace_name(name: str) -> str:
+    """User and organization names: one repository-name component, at most 255 characters."""
+    if len(name) > 255 or not _NAMESPACE.match(name):
+        raise InvalidRequest(f"invalid user or organization name {name!r}")
+    return name
+
+
+def validate_team_name(name: str) -> str:
+    if not _TEAM.match(name):
+        raise InvalidRequest(f"invalid team name {name!r}")
+    return name
+
+
+def robot_full_name(namespace: str, short: str) -> str:
+    validate_namespace_name(namespace)
+    if not _ROBOT.match(short):
+        raise InvalidRequest(f"invalid robot name {short!r} (lower-case letters, digits and _)")
+    return f"{namespace}+{short}"
+
+
+def split_robot_name(full: str) -> tuple[str, str]:
+    namespace, plus, short = full.partition("+")
+    if not plus:
+        raise InvalidRequest(f"robot names are NAMESPACE+NAME, not {full!r}")
+    robot_full_name(namespace, short)
+    return namespace, short

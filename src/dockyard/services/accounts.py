@@ -1,0 +1,138 @@
+"""Account administration: users, organizations, teams, robots, repositories, grants, app tokens."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from dockyard.auth import Authenticator, TokenService
+from dockyard.auth import secrets as sec
+from dockyard.db.accounts_store import AccountsStore, AppToken
+from dockyard.domain.access import (
+    Role,
+    TeamRole,
+    robot_full_name,
+    split_robot_name,
+    validate_namespace_name,
+    validate_team_name,
+)
+from dockyard.domain.errors import InvalidRequest, NotFound
+from dockyard.domain.names import namespace_of, validate_repository_name
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MIN_PASSWORD = 8
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `15m`, `12h`, `30d`, `2w` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise InvalidRequest(f"invalid duration {text!r} (use e.g. 12h, 30d, 2w)")
+    return int(match[1]) * _UNITS[match[2]]
+
+
+class AccountService:
+    def __init__(self, store: AccountsStore, authenticator: Authenticator, tokens: TokenService) -> None:
+        self.store = store
+        self.authenticator = authenticator
+        self.tokens = tokens
+
+    # -- users ---------------------------------------------------------------------------------
+
+    async def create_user(self, name: str, password: str, *, email: str | None, superuser: bool) -> None:
+        validate_namespace_name(name)
+        _check_password(password)
+        await self.store.create_user(
+            name, email=email, password_hash=await sec.hash_password(password), superuser=superuser
+        )
+
+    async def set_password(self, name: str, password: str) -> None:
+        _check_password(password)
+        await self.store.set_password(name, await sec.hash_password(password))
+
+    async def set_enabled(self, name: str, enabled: bool) -> None:
+        await self.store.set_enabled(name, enabled)
+
+    async def cli_password(self, name: str) -> str:
+        account = await self.store.account(name)
+        if account is None or account.kind != "user":
+            raise NotFound(f"no user {name!r}")
+        return await self.authenticator.cli_password(account)
+
+    async def ensure_initial_admin(self) -> str | None:
+        """On an empty database, create superuser `admin`; return its password (else None)."""
+        if await self.store.count_accounts():
+            return None
+        password = secrets.token_urlsafe(18)
+        await self.create_user("admin", password, email=None, superuser=True)
+        return password
+
+    # -- organizations, teams, robots ----------------------------------------------------------
+
+    async def create_org(self, name: str, owner: str) -> None:
+        await self.store.create_org(validate_namespace_name(name), owner)
+
+    async def create_team(self, org: str, name: str, role: str) -> None:
+        await self.store.create_team(org, validate_team_name(name), TeamRole.parse(role))
+
+    async def add_team_member(self, org: str, team: str, member: str) -> None:
+        await self.store.add_team_member(org, team, member)
+
+    async def create_robot(self, namespace: str, name: str) -> tuple[str, str]:
+        """Create robot `namespace+name`; return its full name and token (shown only now)."""
+        full = robot_full_name(namespace, name)
+        token = sec.new_token(sec.ROBOT_TOKEN_PREFIX)
+        await self.store.create_robot(namespace, full, sec.token_hash(token))
+        return full, token
+
+    async def delete_robot(self, full_name: str) -> None:
+        split_robot_name(full_name)
+        await self.store.delete_robot(full_name)
+
+    # -- repositories and permissions ----------------------------------------------------------
+
+    async def create_repository(self, name: str, *, public: bool) -> None:
+        validate_repository_name(name)
+        if "/" not in name:
+            raise InvalidRequest("repository names are NAMESPACE/NAME")
+        await self.store.create_repository(name, namespace_of(name), public=public, creator_id=None)
+
+    async def set_visibility(self, name: str, *, public: bool) -> None:
+        await self.store.set_visibility(validate_repository_name(name), public)
+
+    async def grant(self, repository: str, subject: str, role: str) -> None:
+        await self.store.grant(validate_repository_name(repository), subject, Role.parse(role))
+
+    async def revoke(self, repository: str, subject: str) -> None:
+        await self.store.revoke(validate_repository_name(repository), subject)
+
+    async def add_default_permission(self, org: str, subject: str, role: str, creator: str | None) -> None:
+        await self.store.add_default_permission(org, subject, Role.parse(role), creator)
+
+    # -- app tokens and keys -------------------------------------------------------------------
+
+    async def create_app_token(self, user: str, title: str, expires: str | None) -> tuple[int, str]:
+        if not title.strip():
+            raise InvalidRequest("an app token needs a title")
+        expires_at = None if expires is None else int((time.time() + parse_duration(expires)) * 1000)
+        token = sec.new_token(sec.APP_TOKEN_PREFIX)
+        token_id = await self.store.create_app_token(user, title.strip(), sec.token_hash(token), expires_at)
+        return token_id, token
+
+    async def app_tokens(self, user: str) -> list[AppToken]:
+        if await self.store.account(user) is None:
+            raise NotFound(f"no user {user!r}")
+        return await self.store.app_tokens_of(user)
+
+    async def revoke_app_token(self, user: str, token_id: int) -> None:
+        await self.store.revoke_app_token(user, token_id)
+
+    async def rotate_signing_key(self) -> str:
+        return await self.tokens.rotate()
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest(f"passwords need at least {MIN_PASSWORD} characters")
