@@ -59,7 +59,7 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None)
     registry = settings.registry
     return Services(
         authenticator=authenticator,
-        policy=AccessPolicy(accounts),
+        policy=AccessPolicy(hot.access_facts if hot is not None else accounts.access_facts),
         tokens=tokens,
         auth_settings=auth,
         base_url=settings.server.base_url,

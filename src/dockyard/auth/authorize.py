@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from dockyard.auth.principal import ANONYMOUS, Action, Principal, Resource
-from dockyard.db.accounts_store import AccountsStore
+from dockyard.db.accounts_store import AccessFacts
 from dockyard.domain.access import Role, TeamRole
 from dockyard.domain.errors import Denied, InsufficientScope, Unauthorized
 from dockyard.domain.names import namespace_of
@@ -12,18 +14,21 @@ __all__ = ["ANONYMOUS", "AccessPolicy", "Action", "Principal", "Resource", "auth
 
 _ALL = frozenset(Action)
 
+#: (account id or None, repository, namespace) -> the facts that decide access.
+FactsReader = Callable[[int | None, str, str], Awaitable[AccessFacts]]
+
 
 class AccessPolicy:
     """Computes what a principal may do on a repository from the account data."""
 
-    def __init__(self, store: AccountsStore) -> None:
-        self.store = store
+    def __init__(self, facts: FactsReader) -> None:
+        self._facts = facts
 
     async def actions(self, principal: Principal, repository: str) -> frozenset[Action]:
         """Every action `principal` holds on `repository` (which may not exist yet)."""
         if principal.superuser:
             return _ALL
-        facts = await self.store.access_facts(principal.account_id, repository, namespace_of(repository))
+        facts = await self._facts(principal.account_id, repository, namespace_of(repository))
         role = facts.granted
         if facts.owns_namespace or facts.org_team_role is TeamRole.ADMIN:
             role = Role.ADMIN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,15 @@ class SigningKey:
 
 
 _TEAM_ORDER = {TeamRole.MEMBER: 0, TeamRole.CREATOR: 1, TeamRole.ADMIN: 2}
+
+
+def strongest_team_role(values: Iterable[str]) -> TeamRole | None:
+    strongest: TeamRole | None = None
+    for value in values:
+        role = TeamRole(value)
+        if strongest is None or _TEAM_ORDER[role] > _TEAM_ORDER[strongest]:
+            strongest = role
+    return strongest
 
 
 def _account(row: Any) -> Account:
@@ -361,15 +371,13 @@ class AccountsStore:
                 )
                 owns = account_ns == ns.id
                 if ns.kind == "org":
-                    roles = await conn.scalars(
-                        select(teams.c.role)
-                        .join(team_members, team_members.c.team_id == teams.c.id)
-                        .where(teams.c.namespace_id == ns.id, team_members.c.account_id == account_id)
+                    team_role = strongest_team_role(
+                        await conn.scalars(
+                            select(teams.c.role)
+                            .join(team_members, team_members.c.team_id == teams.c.id)
+                            .where(teams.c.namespace_id == ns.id, team_members.c.account_id == account_id)
+                        )
                     )
-                    for value in roles:
-                        role = TeamRole(value)
-                        if team_role is None or _TEAM_ORDER[role] > _TEAM_ORDER[team_role]:
-                            team_role = role
             if account_id is not None and repo is not None:
                 my_teams = select(team_members.c.team_id).where(team_members.c.account_id == account_id)
                 rows = await conn.scalars(

@@ -1,29 +1,34 @@
-"""The reads on every pull — manifest by tag or digest, blob in repository — on the bare driver.
+"""The reads on every request — manifest by tag or digest, blob in repository, the caller's access —
+on the bare database driver.
 
-These run once per pull request, so they skip the ORM layer entirely: plain SQL on the database
-driver, prepared once. Measured on the embedded default, a tag lookup costs ~7 µs through
-`sqlite3`, ~110-270 µs through SQLAlchemy Core and ~3 ms through SQLAlchemy's async SQLite
-adapter (docs/performance.md).
+These run once or more per pull, so they skip SQLAlchemy entirely: plain SQL on the driver,
+prepared once. Measured on the embedded default, a tag lookup costs ~7 µs through `sqlite3`,
+~110-270 µs through SQLAlchemy Core and ~3 ms through SQLAlchemy's async SQLite adapter
+(docs/performance.md).
 
 - SQLite: one read-only connection per worker process, queried directly on the event loop. In
   WAL mode readers never wait for writers, and a page-cached lookup takes microseconds, less than a
   hop to a thread would.
 - PostgreSQL: a psycopg async pool with server-side prepared statements.
+
+Placeholders are written as sqlite's `?`; the PostgreSQL reader swaps them for `%s`.
 """
 
 from __future__ import annotations
 
+import abc
 import sqlite3
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
+from dockyard.db.accounts_store import AccessFacts, strongest_team_role
+from dockyard.domain.access import Role
 from dockyard.domain.models import ManifestRecord
 
-# Placeholders are sqlite's `?`; the PostgreSQL reader swaps them for `%s`.
 _BY_TAG = """
 SELECT m.digest, m.media_type, m.size, m.content, m.subject_digest, m.artifact_type
 FROM repositories r
@@ -47,19 +52,20 @@ JOIN blobs b ON b.id = rb.blob_id
 WHERE r.name = ? AND r.state = 'normal' AND b.digest = ?
 """
 
-
 _ACCOUNT_STATE = "SELECT enabled, credential_epoch FROM accounts WHERE id = ?"
-_APP_TOKEN_STATE = "SELECT revoked_at, expires_at FROM app_tokens WHERE id = ?"  # noqa: S105
-
-
-def _state(account: Any, token: Any) -> tuple[bool, int] | None:
-    if account is None:
-        return None
-    if token is not None:
-        revoked_at, expires_at = token
-        if revoked_at is not None or (expires_at is not None and expires_at <= time.time() * 1000):
-            return None
-    return bool(account[0]), int(account[1])
+_APP_TOKEN_STATE = "SELECT revoked_at, expires_at FROM app_tokens WHERE id = ?"  # noqa: S105 - SQL
+_NAMESPACE = "SELECT id, kind FROM namespaces WHERE name = ?"
+_REPOSITORY = "SELECT id, visibility FROM repositories WHERE name = ? AND state = 'normal'"
+_ACCOUNT_NAMESPACE = "SELECT namespace_id FROM accounts WHERE id = ? AND kind = 'user'"
+_TEAM_ROLES = """
+SELECT t.role FROM teams t JOIN team_members tm ON tm.team_id = t.id
+WHERE t.namespace_id = ? AND tm.account_id = ?
+"""
+_GRANTS = """
+SELECT p.role FROM repository_permissions p
+WHERE p.repository_id = ?
+  AND (p.account_id = ? OR p.team_id IN (SELECT team_id FROM team_members WHERE account_id = ?))
+"""
 
 
 def _record(row: Any) -> ManifestRecord | None:
@@ -69,23 +75,72 @@ def _record(row: Any) -> ManifestRecord | None:
     return ManifestRecord(digest, media_type, int(size), bytes(content), subject, artifact_type)
 
 
-class HotReads(Protocol):
-    async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None: ...
+class HotReads(abc.ABC):
+    """The hot queries, written once over a driver's `_one`/`_all`."""
 
-    async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None: ...
+    @abc.abstractmethod
+    async def _one(self, query: str, params: tuple[Any, ...]) -> Any: ...
 
-    async def blob_size(self, repository: str, digest: str) -> int | None: ...
+    @abc.abstractmethod
+    async def _all(self, query: str, params: tuple[Any, ...]) -> list[Any]: ...
 
-    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None: ...
-
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
+        return _record(await self._one(_BY_TAG, (repository, tag)))
 
-class SqliteHotReads:
+    async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
+        return _record(await self._one(_BY_DIGEST, (repository, digest)))
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        row = await self._one(_BLOB_SIZE, (repository, digest))
+        return None if row is None else int(row[0])
+
+    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None:
+        """(enabled, epoch) of a live account; None when it, or its app token, no longer holds."""
+        account = await self._one(_ACCOUNT_STATE, (account_id,))
+        if account is None:
+            return None
+        if app_token_id is not None:
+            token = await self._one(_APP_TOKEN_STATE, (app_token_id,))
+            if token is None:
+                return None
+            revoked_at, expires_at = token
+            if revoked_at is not None or (expires_at is not None and expires_at <= time.time() * 1000):
+                return None
+        return bool(account[0]), int(account[1])
+
+    async def access_facts(self, account_id: int | None, repository: str, namespace: str) -> AccessFacts:
+        """The same facts as AccountsStore.access_facts, on the bare driver."""
+        ns = await self._one(_NAMESPACE, (namespace,))
+        repo = await self._one(_REPOSITORY, (repository,))
+        owns = False
+        team_role = None
+        granted: Role | None = None
+        if account_id is not None and ns is not None:
+            own = await self._one(_ACCOUNT_NAMESPACE, (account_id,))
+            owns = own is not None and own[0] == ns[0]
+            if ns[1] == "org":
+                team_role = strongest_team_role(row[0] for row in await self._all(_TEAM_ROLES, (ns[0], account_id)))
+        if account_id is not None and repo is not None:
+            for (value,) in await self._all(_GRANTS, (repo[0], account_id, account_id)):
+                role = Role.parse(value)
+                granted = role if granted is None else max(granted, role)
+        return AccessFacts(
+            repository_exists=repo is not None,
+            public=repo is not None and repo[1] == "public",
+            namespace_exists=ns is not None,
+            owns_namespace=owns,
+            org_team_role=team_role,
+            granted=granted,
+        )
+
+
+class SqliteHotReads(HotReads):
     def __init__(self, path: str) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._by_tag, self._by_digest, self._blob = _BY_TAG, _BY_DIGEST, _BLOB_SIZE
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -94,23 +149,14 @@ class SqliteHotReads:
             self._conn = conn
         return self._conn
 
-    async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
-        return _record(self._connection().execute(self._by_tag, (repository, tag)).fetchone())
+    async def _one(self, query: str, params: tuple[Any, ...]) -> Any:
+        # fetchall, never fetchone: a statement left mid-step keeps its read transaction open, and
+        # every later read on this connection would see that old snapshot.
+        rows = self._connection().execute(query, params).fetchall()
+        return rows[0] if rows else None
 
-    async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
-        return _record(self._connection().execute(self._by_digest, (repository, digest)).fetchone())
-
-    async def blob_size(self, repository: str, digest: str) -> int | None:
-        row = self._connection().execute(self._blob, (repository, digest)).fetchone()
-        return None if row is None else int(row[0])
-
-    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None:
-        conn = self._connection()
-        account = conn.execute(_ACCOUNT_STATE, (account_id,)).fetchone()
-        if account is None or app_token_id is None:
-            return _state(account, None)
-        token = conn.execute(_APP_TOKEN_STATE, (app_token_id,)).fetchone()
-        return _state(account, token) if token is not None else None
+    async def _all(self, query: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._connection().execute(query, params).fetchall()
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -118,42 +164,31 @@ class SqliteHotReads:
             self._conn = None
 
 
-class PostgresHotReads:
+class PostgresHotReads(HotReads):
     def __init__(self, url: str, pool_size: int) -> None:
-        parsed = make_url(url)
-        self._conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool = AsyncConnectionPool(
-            self._conninfo, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+            conninfo, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
         )
         self._opened = False
-        self._by_tag, self._by_digest, self._blob, self._account_state, self._app_token_state = (
-            q.replace("?", "%s") for q in (_BY_TAG, _BY_DIGEST, _BLOB_SIZE, _ACCOUNT_STATE, _APP_TOKEN_STATE)
-        )
+        self._queries: dict[str, str] = {}
 
-    async def credential_state(self, account_id: int, app_token_id: int | None) -> tuple[bool, int] | None:
-        account = await self._one(self._account_state, (account_id,))
-        if account is None or app_token_id is None:
-            return _state(account, None)
-        token = await self._one(self._app_token_state, (app_token_id,))
-        return _state(account, token) if token is not None else None
-
-    async def _one(self, query: str, params: tuple[Any, ...]) -> Any:
+    async def _cursor_rows(self, query: str, params: tuple[Any, ...], *, one: bool) -> Any:
         if not self._opened:
             await self._pool.open()
             self._opened = True
+        sql = self._queries.get(query)
+        if sql is None:
+            sql = self._queries[query] = query.replace("?", "%s")
         async with self._pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-            await cursor.execute(query, params, prepare=True)
-            return await cursor.fetchone()
+            await cursor.execute(sql, params, prepare=True)
+            return await cursor.fetchone() if one else await cursor.fetchall()
 
-    async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
-        return _record(await self._one(self._by_tag, (repository, tag)))
+    async def _one(self, query: str, params: tuple[Any, ...]) -> Any:
+        return await self._cursor_rows(query, params, one=True)
 
-    async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
-        return _record(await self._one(self._by_digest, (repository, digest)))
-
-    async def blob_size(self, repository: str, digest: str) -> int | None:
-        row = await self._one(self._blob, (repository, digest))
-        return None if row is None else int(row[0])
+    async def _all(self, query: str, params: tuple[Any, ...]) -> list[Any]:
+        return list(await self._cursor_rows(query, params, one=False))
 
     async def close(self) -> None:
         if self._opened:
