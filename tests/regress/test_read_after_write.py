@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[str, tuple[str, str]]]:
+def two_workers(tmp_path: Path) -> Iterator[tuple[str, tuple[str, str], Path]]:
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
@@ -50,19 +50,26 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, tuple[str, str]]]:
                 pytest.fail(f"dockyard did not start:\n{(tmp_path / 'server.log').read_text()}")
             time.sleep(0.1)
         password = (tmp_path / "initial-admin-password").read_text().strip()
-        yield url, ("admin", password)
+        yield url, ("admin", password), tmp_path
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         log.close()
 
 
-def test_tag_pushed_after_a_miss_is_served_by_every_worker(two_workers: tuple[str, tuple[str, str]]) -> None:
-    url, credentials = two_workers
+def test_tag_pushed_after_a_miss_is_served_by_every_worker(two_workers: tuple[str, tuple[str, str], Path]) -> None:
+    url, credentials, data_dir = two_workers
+    subprocess.run(
+        [DOCKYARD, "repo", "create", "admin/app", "--public", "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    # Anonymous misses on both workers first: their access checks read rows (namespace,
+    # repository), which must not pin the workers' read snapshots.
+    for _ in range(20):
+        assert httpx.get(f"{url}/v2/admin/app/manifests/v1", timeout=10).status_code == 404
     with httpx.Client(base_url=url, auth=credentials, timeout=10) as client:
-        # Misses on both workers first (many requests spread over the two processes).
-        for _ in range(20):
-            assert client.get("/v2/admin/app/manifests/v1").status_code == 404
         config = b'{"architecture":"amd64","os":"linux"}'
         digest = "sha256:" + hashlib.sha256(config).hexdigest()
         assert client.post(f"/v2/admin/app/blobs/uploads/?digest={digest}", content=config).status_code == 201
@@ -84,7 +91,8 @@ def test_tag_pushed_after_a_miss_is_served_by_every_worker(two_workers: tuple[st
             headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
         )
         assert put.status_code == 201, put.text
-        statuses = [client.get("/v2/admin/app/manifests/v1").status_code for _ in range(20)]
-        assert statuses == [200] * 20
+    statuses = [httpx.get(f"{url}/v2/admin/app/manifests/v1", timeout=10).status_code for _ in range(20)]
+    assert statuses == [200] * 20
+    with httpx.Client(base_url=url, auth=credentials, timeout=10) as client:
         blob = [client.head(f"/v2/admin/app/blobs/{digest}").status_code for _ in range(10)]
         assert blob == [200] * 10
