@@ -193,6 +193,15 @@ def robot_create(namespace: str, name: str, config_file: Path | None, data_dir: 
     click.echo(token)
 
 
+@robot.command("regenerate")
+@click.argument("full_name", metavar="NAMESPACE+NAME")
+@config_option
+@data_dir_option
+def robot_regenerate(full_name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Give a robot a new token (printed); the old token and tokens issued for it stop working."""
+    click.echo(run(config_file, data_dir, lambda s: s.accounts.regenerate_robot_token(full_name)))
+
+
 @robot.command("delete")
 @click.argument("full_name", metavar="NAMESPACE+NAME")
 @config_option

@@ -256,6 +256,17 @@ class AccountsStore:
             except IntegrityError:
                 raise AlreadyExists(f"robot {full_name} exists already") from None
 
+    async def set_robot_token(self, full_name: str, token_hash: str) -> None:
+        """Replace a robot's token; tokens issued for the old one stop working (new epoch)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(accounts)
+                .where(accounts.c.name == full_name, accounts.c.kind == "robot")
+                .values(token_hash=token_hash, credential_epoch=accounts.c.credential_epoch + 1)
+            )
+            if not result.rowcount:
+                raise NotFound(f"no robot {full_name!r}")
+
     async def delete_robot(self, full_name: str) -> None:
         async with self.db.write() as conn:
             result = await conn.execute(

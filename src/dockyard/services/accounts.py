@@ -87,6 +87,12 @@ class AccountService:
         await self.store.create_robot(namespace, full, sec.token_hash(token))
         return full, token
 
+    async def regenerate_robot_token(self, full_name: str) -> str:
+        split_robot_name(full_name)
+        token = sec.new_token(sec.ROBOT_TOKEN_PREFIX)
+        await self.store.set_robot_token(full_name, sec.token_hash(token))
+        return token
+
     async def delete_robot(self, full_name: str) -> None:
         split_robot_name(full_name)
         await self.store.delete_robot(full_name)
