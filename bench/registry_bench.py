@@ -8,6 +8,7 @@ temporary directory, and stops exactly the processes it started.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -46,6 +49,13 @@ MANIFEST_ACCEPT = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
+#: Dockyard refuses anonymous pushes: the bench pushes as this user, who owns the namespace `bench`.
+BENCH_USER = "bench"
+#: Public on Dockyard (anonymous pulls: the no-auth request rates); private twin for the token runs.
+SMALL_REPO = "bench/small"
+PRIVATE_REPO = "bench/small-private"
+#: Target from the identity design: a Bearer token costs at most 20 % of manifest GET throughput.
+AUTH_RATIO_TARGET = 0.80
 REQUIRED_TOOLS = {
     "skopeo": "skopeo",
     "wrk": "wrk",
@@ -141,6 +151,8 @@ class Server:
     proc: subprocess.Popen[bytes]
     workdir: Path
     peak_rss: int = 0
+    #: (user, password) on Dockyard; None on the reference registry, which runs without auth.
+    credentials: tuple[str, str] | None = None
 
     @property
     def host(self) -> str:
@@ -166,6 +178,11 @@ class Server:
             self.proc.wait(timeout=10)
 
 
+def server_env() -> dict[str, str]:
+    # Dockyard reads every DOCKYARD_* variable as a setting: keep ours (DOCKYARD_BIN) away from it.
+    return {k: v for k, v in os.environ.items() if k != "DOCKYARD_BIN"}
+
+
 def start_server(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
     stderr = open(workdir / "server.stderr", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
@@ -174,8 +191,7 @@ def start_server(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
         stderr=stderr,
         stdin=subprocess.DEVNULL,
         cwd=workdir,
-        # Dockyard reads every DOCKYARD_* variable as a setting: keep ours (DOCKYARD_BIN) away from it.
-        env={k: v for k, v in os.environ.items() if k != "DOCKYARD_BIN"},
+        env=server_env(),
         start_new_session=True,
     )
     server = Server(name, port, proc, workdir)
@@ -187,21 +203,43 @@ def start_server(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
             with urllib.request.urlopen(f"{server.url}/v2/", timeout=2) as r:
                 if r.status == 200:
                     return server
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # Dockyard with accounts: answering, and asking for a login
+                return server
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
     server.stop()
     tail = (workdir / "server.stderr").read_text(errors="replace")[-4000:]
-    raise RuntimeError(f"{name} did not answer GET /v2/ with 200 within 20 s: {' '.join(cmd)}\n{tail}")
+    raise RuntimeError(f"{name} did not answer GET /v2/ with 200 or 401 within 20 s: {' '.join(cmd)}\n{tail}")
+
+
+def dockyard_cli(binary: Path, data: Path, *args: str, stdin: str | None = None) -> str:
+    """`dockyard ARGS --data-dir DATA` (the embedded SQLite database of the bench server)."""
+    cmd = [str(binary), *args, "--data-dir", str(data)]
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, env=server_env(), check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
 
 
 def start_dockyard(binary: Path, workdir: Path, workers: int) -> Server:
+    """Dockyard on the embedded default, with the user `bench` and its public repository `bench/small`."""
     port = free_port()
     data = workdir / "data"
     data.mkdir(parents=True)
     cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
     cmd += ["--workers", str(workers)]
-    return start_server("dockyard", cmd, port, workdir)
+    server = start_server("dockyard", cmd, port, workdir)
+    try:
+        password = secrets.token_urlsafe(18)
+        dockyard_cli(binary, data, "user", "create", BENCH_USER, "--password-stdin", stdin=password)
+        dockyard_cli(binary, data, "repo", "create", SMALL_REPO, "--public")
+    except (RuntimeError, subprocess.TimeoutExpired):
+        server.stop()
+        raise
+    server.credentials = (BENCH_USER, password)
+    return server
 
 
 def start_reference(workdir: Path) -> Server:
@@ -362,6 +400,20 @@ class Bench:
         client_tmp = tmp / "client-tmp"
         client_tmp.mkdir()
         self.env = {"REGISTRY_AUTH_FILE": str(auth), "TMPDIR": str(client_tmp)}
+        self.auth_ratio: float | None = None
+        for server in servers:
+            if server.credentials:  # skopeo pushes and pulls as the bench user
+                user, password = server.credentials
+                subprocess.run(
+                    ["skopeo", "login", "--tls-verify=false", "-u", user, "--password-stdin", server.host],
+                    input=password,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env={**os.environ, **self.env},
+                    check=True,
+                )
+                log(f"skopeo logged in to {server.name} as {user}")
 
     def row(self, name: str, unit: str) -> Row:
         r = Row(name, unit)
@@ -466,61 +518,114 @@ class Bench:
         manifest = json.loads((layout / "blobs" / "sha256" / manifest_digest.split(":")[1]).read_bytes())
         blob = manifest["layers"][0]["digest"]
         for server in self.servers:
-            run(
-                [
-                    "skopeo",
-                    "copy",
-                    "--dest-tls-verify=false",
-                    f"oci:{layout}:bench",
-                    f"docker://{server.host}/bench/small:latest",
-                ],
-                timeout=300,
-                env=self.env,
-            )
+            # bench/small is public on Dockyard: the anonymous rows below need no credentials.
+            repos = [SMALL_REPO, PRIVATE_REPO] if server.credentials else [SMALL_REPO]
+            for repo in repos:
+                run(
+                    [
+                        "skopeo",
+                        "copy",
+                        "--dest-tls-verify=false",
+                        f"oci:{layout}:bench",
+                        f"docker://{server.host}/{repo}:latest",
+                    ],
+                    timeout=300,
+                    env=self.env,
+                )
         shutil.rmtree(layout, ignore_errors=True)
         d = self.args.duration
         accept = [f"Accept: {MANIFEST_ACCEPT}"]
+        get_anon = self.row("manifest GET by tag (wrk -t2 -c32)", "req/s")
+        get_auth = self.row("manifest GET by tag, Bearer token (wrk)", "req/s")
+        for server in self.servers:
+            self.measure(
+                get_anon, server, lambda s=server: self.wrk(f"{s.url}/v2/{SMALL_REPO}/manifests/latest", accept, d)
+            )
+            if server.credentials:  # the reference runs without authentication: no token row there
+                self.measure(
+                    get_auth,
+                    server,
+                    lambda s=server: self.wrk(
+                        f"{s.url}/v2/{PRIVATE_REPO}/manifests/latest",
+                        [*accept, self.bearer(s, f"repository:{PRIVATE_REPO}:pull")],
+                        d,
+                    ),
+                )
+        anon, auth = get_anon.values.get("dockyard"), get_auth.values.get("dockyard")
+        if anon and auth:
+            self.auth_ratio = auth / anon
+            verdict = "meets" if self.auth_ratio >= AUTH_RATIO_TARGET else "MISSES"
+            log(f"dockyard manifest GET auth/no-auth {self.auth_ratio:.2f} ({verdict} the {AUTH_RATIO_TARGET} target)")
         rows: list[tuple[Row, Callable[[Server], float]]] = [
             (
-                self.row("manifest GET by tag (wrk -t2 -c32)", "req/s"),
-                lambda s: self.wrk(f"{s.url}/v2/bench/small/manifests/latest", accept, d),
-            ),
-            (
                 self.row("manifest HEAD by tag (hey -c32)", "req/s"),
-                lambda s: self.hey("HEAD", f"{s.url}/v2/bench/small/manifests/latest", accept, d),
+                lambda s: self.hey("HEAD", f"{s.url}/v2/{SMALL_REPO}/manifests/latest", accept, d),
             ),
             (
                 self.row("blob HEAD (hey -c32)", "req/s"),
-                lambda s: self.hey("HEAD", f"{s.url}/v2/bench/small/blobs/{blob}", [], d),
+                lambda s: self.hey("HEAD", f"{s.url}/v2/{SMALL_REPO}/blobs/{blob}", [], d),
             ),
         ]
         for row, fn in rows:
             for server in self.servers:
                 self.measure(row, server, functools.partial(fn, server))
 
+    def bearer(self, server: Server, scope: str) -> str:
+        """`Authorization: Bearer …` for `scope`, fetched as the bench user from the token endpoint
+        the registry's challenge names (one token per client run)."""
+        assert server.credentials is not None
+        try:
+            urllib.request.urlopen(f"{server.url}/v2/", timeout=10).close()
+            raise RuntimeError(f"{server.name}: GET /v2/ without credentials did not ask for a login")
+        except urllib.error.HTTPError as e:
+            challenge = e.headers.get("WWW-Authenticate", "")
+            e.close()
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        if not challenge.startswith("Bearer ") or "realm" not in params:
+            raise RuntimeError(f"{server.name}: unexpected challenge {challenge!r}")
+        query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
+        user, password = server.credentials
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        body = json.loads(http_get(f"{params['realm']}?{query}", {"Authorization": f"Basic {basic}"}))
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RuntimeError(f"{server.name}: no token in the answer of {params['realm']}: {body}")
+        return f"Authorization: Bearer {token}"
+
     # single-stream blob GET -----------------------------------------------
     def curl_blob(self, label: str) -> None:
         row = self.row(f"blob GET {label} (curl, best of {self.args.curl_runs})", "MB/s")
         for server in self.servers:
+            repo = f"bench/{label_slug(label)}-0"  # private on Dockyard: pulled with a token
+            auth = [self.bearer(server, f"repository:{repo}:pull")] if server.credentials else []
+            headers = dict(h.split(": ", 1) for h in auth)
             manifest = json.loads(
-                http_get(f"{server.url}/v2/bench/{label_slug(label)}-0/manifests/bench", {"Accept": MANIFEST_ACCEPT})
+                http_get(f"{server.url}/v2/{repo}/manifests/bench", {"Accept": MANIFEST_ACCEPT, **headers})
             )
             blob = manifest["layers"][0]["digest"]
             size = manifest["layers"][0]["size"]
+            auth_args = [a for h in auth for a in ("-H", h)]
 
-            def best(server: Server = server, blob: str = blob, size: int = size) -> float:
+            def best(
+                server: Server = server,
+                blob: str = blob,
+                size: int = size,
+                repo: str = repo,
+                auth_args: list[str] = auth_args,
+            ) -> float:
                 speeds = []
                 for _ in range(self.args.curl_runs):
                     out = run(
                         [
                             "curl",
                             "-sS",
+                            *auth_args,
                             "-L",
                             "-o",
                             "/dev/null",
                             "-w",
                             "%{http_code} %{size_download} %{speed_download}",
-                            f"{server.url}/v2/bench/{label_slug(label)}-0/blobs/{blob}",
+                            f"{server.url}/v2/{repo}/blobs/{blob}",
                         ],
                         timeout=600,
                     ).stdout.split()
@@ -567,7 +672,7 @@ def print_table(rows: list[Row], servers: list[Server]) -> None:
     header.append("server CPU-s " + "/".join(n[0].upper() for n in names))
     table = [header]
     for r in rows:
-        line = [r.name, r.unit, *[fmt(r.values.get(n)) for n in names]]
+        line = [r.name, r.unit, *[fmt(r.values[n]) if n in r.values else "-" for n in names]]
         if both:
             d, ref = r.values.get("dockyard"), r.values.get("reference")
             line.append(f"{d / ref:.2f}" if d and ref else "-")
@@ -588,6 +693,18 @@ def print_table(rows: list[Row], servers: list[Server]) -> None:
         print(sep.join(cells))
         if i == 0:
             print(sep.join("-" * w for w in widths))
+    by_name = {r.name: r for r in rows}
+    anon = by_name.get("manifest GET by tag (wrk -t2 -c32)")
+    auth = by_name.get("manifest GET by tag, Bearer token (wrk)")
+    anon_v = anon.values.get("dockyard") if anon else None
+    auth_v = auth.values.get("dockyard") if auth else None
+    if anon_v and auth_v:
+        ratio = auth_v / anon_v
+        verdict = "meets" if ratio >= AUTH_RATIO_TARGET else "MISSES"
+        print(
+            f"\ndockyard manifest GET with a Bearer token (private repo) / anonymous (public repo): {ratio:.2f}"
+            f" -- {verdict} the target >= {AUTH_RATIO_TARGET:.2f} (auth costs at most 20 %)"
+        )
     notes = [n for r in rows for n in r.notes]
     for n in notes:
         print(f"note: {n}")
@@ -692,6 +809,8 @@ def main(argv: list[str]) -> int:
                         "settings": {k: str(v) for k, v in vars(args).items()},
                         "rows": [dataclasses.asdict(r) for r in bench.rows],
                         "peak_rss": {s.name: s.peak_rss for s in servers},
+                        "dockyard_manifest_get_auth_ratio": bench.auth_ratio,
+                        "auth_ratio_target": AUTH_RATIO_TARGET,
                     },
                     indent=2,
                 )

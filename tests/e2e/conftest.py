@@ -5,6 +5,11 @@ DOCKYARD_BIN). With DOCKYARD_E2E_REFERENCE=1 the same tests run against the refe
 Debian's `docker-registry` (CNCF Distribution 2.8), instead.
 
 Client programs come from Debian: see helpers.DEBIAN_PACKAGES.
+
+Dockyard refuses anonymous pushes: every Dockyard server started here gets the superuser
+`tester` (created with the CLI on the server's data directory), the `client_env` auth file is
+logged in with `skopeo login`, and podman/buildah from `container_tool` are logged in with their
+own `login` command. The reference registry runs without authentication (no logins there).
 """
 
 from __future__ import annotations
@@ -56,10 +61,15 @@ def e2e_tools() -> None:
 
 def _start(workdir: Path) -> RegistryServer:
     try:
-        return helpers.start_registry(workdir)
+        server = helpers.start_registry(workdir)
     except RuntimeError as exc:
-        error = str(exc)
-    pytest.fail(f"registry failed to start:\n{error}", pytrace=False)
+        pytest.fail(f"registry failed to start:\n{exc}", pytrace=False)
+    try:
+        helpers.create_test_superuser(server)
+    except helpers.CommandFailed as exc:
+        server.stop()
+        pytest.fail(f"cannot create the test superuser:\n{exc}\n{server.stderr_text()}", pytrace=False)
+    return server
 
 
 def _stop(server: RegistryServer) -> None:
@@ -91,18 +101,25 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory, e2e_tools: None) ->
 
 
 @pytest.fixture
-def client_env(tmp_path: Path) -> dict[str, str]:
-    return helpers.client_env(tmp_path / "client")
+def client_env(tmp_path: Path, registry: RegistryServer) -> dict[str, str]:
+    """skopeo environment (private auth file) logged in to `registry` as the test superuser."""
+    env = helpers.client_env(tmp_path / "client")
+    if registry.credentials:
+        helpers.login(["skopeo"], registry, env, *registry.credentials)
+    return env
 
 
 @pytest.fixture
-def container_tool(tmp_path: Path) -> Iterator[helpers.ToolFactory]:
-    """Factory: container_tool("podman" | "buildah", name) with private storage."""
+def container_tool(tmp_path: Path, registry: RegistryServer) -> Iterator[helpers.ToolFactory]:
+    """Factory: container_tool("podman" | "buildah", name, login=True) with private storage and
+    auth file, logged in to `registry` as the test superuser unless login=False."""
     made: list[ContainerTool] = []
 
-    def make(tool: str, name: str) -> ContainerTool:
+    def make(tool: str, name: str, login: bool = True) -> ContainerTool:
         t = ContainerTool(tool, tmp_path / f"{tool}-{name}")
         made.append(t)
+        if login and registry.credentials:
+            t.login(registry, *registry.credentials)
         return t
 
     yield make

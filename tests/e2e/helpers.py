@@ -20,9 +20,9 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psutil
@@ -56,8 +56,11 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command with a hard timeout; raise with its output when it fails."""
+    """Run a command with a hard timeout; raise with its output when it fails.
+
+    `input` is written to its stdin (otherwise stdin is /dev/null)."""
     args = [str(c) for c in cmd]
     full_env = dict(os.environ)
     if env:
@@ -70,7 +73,8 @@ def run(
             timeout=timeout,
             env=full_env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -134,6 +138,17 @@ class RegistryServer:
     proc: subprocess.Popen[bytes]
     workdir: Path
     stderr_path: Path
+    #: (user, password) of the superuser the tests push and pull as; None for the reference (no auth).
+    credentials: tuple[str, str] | None = None
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """For httpx (`auth=registry.auth`): Basic credentials on every request, or none."""
+        return self.credentials
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
 
     @property
     def host(self) -> str:
@@ -229,7 +244,9 @@ def server_env() -> dict[str, str]:
 
 
 def start_registry(workdir: Path, *, kind: str | None = None, workers: int | None = None) -> RegistryServer:
-    """Start a registry and wait until GET /v2/ answers 200; raise RuntimeError with its stderr."""
+    """Start a registry and wait until GET /v2/ answers (200 open, 401 asking for a login).
+
+    Raise RuntimeError with its stderr when it does not."""
     kind = kind or ("reference" if use_reference() else "dockyard")
     workdir.mkdir(parents=True, exist_ok=True)
     last_error = ""
@@ -256,7 +273,7 @@ def start_registry(workdir: Path, *, kind: str | None = None, workers: int | Non
                 break
             try:
                 status = httpx.get(f"{server.url}/v2/", timeout=2).status_code
-                if status == 200:
+                if status in (200, 401):
                     return server
             except httpx.HTTPError:
                 pass
@@ -266,7 +283,7 @@ def start_registry(workdir: Path, *, kind: str | None = None, workers: int | Non
         why = (
             f"exited with code {exited} before answering"
             if exited is not None
-            else f"did not answer GET /v2/ with 200 within {READY_TIMEOUT_S:.0f}s (last status {status})"
+            else f"did not answer GET /v2/ with 200 or 401 within {READY_TIMEOUT_S:.0f}s (last status {status})"
         )
         last_error = (
             f"{kind} registry on {server.host} {why}\n"
@@ -276,6 +293,75 @@ def start_registry(workdir: Path, *, kind: str | None = None, workers: int | Non
         if "address already in use" not in last_error.lower():
             break
     raise RuntimeError(last_error)
+
+
+# --------------------------------------------------------------------------- accounts and logins
+
+#: The superuser the e2e tests push and pull as (one password per session).
+TEST_USER = "tester"
+TEST_PASSWORD = secrets.token_urlsafe(18)
+
+
+def dockyard_cli(server: RegistryServer, *args: str, stdin: str | None = None) -> str:
+    """`dockyard ARGS --data-dir D` on the (embedded SQLite) database of a running server; stdout."""
+    cmd = [str(dockyard_binary()), *args, "--data-dir", str(server.data_dir)]
+    full_env = server_env()
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, env=full_env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(f"timed out: {' '.join(cmd)}\n{_tail(exc.stdout)}\n{_tail(exc.stderr)}") from None
+    if proc.returncode != 0:
+        raise CommandFailed(
+            f"exit {proc.returncode}: {' '.join(cmd)}\n"
+            f"--- stdout ---\n{_tail(proc.stdout)}\n--- stderr ---\n{_tail(proc.stderr)}"
+        )
+    return proc.stdout
+
+
+def create_user(server: RegistryServer, name: str, password: str, *, superuser: bool = False) -> None:
+    args = ["user", "create", name, "--password-stdin"]
+    if superuser:
+        args.append("--superuser")
+    dockyard_cli(server, *args, stdin=password)
+
+
+def create_test_superuser(server: RegistryServer) -> None:
+    """Give a Dockyard server the superuser `tester` (nothing for the reference registry)."""
+    if server.kind != "dockyard":
+        return
+    create_user(server, TEST_USER, TEST_PASSWORD, superuser=True)
+    server.credentials = (TEST_USER, TEST_PASSWORD)
+
+
+def login(
+    tool: Sequence[str | os.PathLike[str]],
+    registry: RegistryServer,
+    env: Mapping[str, str],
+    user: str,
+    password: str,
+    *,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`<tool> login --tls-verify=false -u USER --password-stdin HOST` (tool: skopeo, podman…)."""
+    return run(
+        [*tool, "login", "--tls-verify=false", "-u", user, "--password-stdin", registry.host],
+        env=env,
+        input=password,
+        check=check,
+        timeout=60,
+    )
+
+
+def auth_file_entry(env: Mapping[str, str], registry: RegistryServer) -> Any:
+    """What the client's auth file (REGISTRY_AUTH_FILE) holds for the registry, or None."""
+    path = Path(env["REGISTRY_AUTH_FILE"])
+    if not path.exists() or not path.read_text().strip():
+        return None
+    auths = json.loads(path.read_text()).get("auths", {})
+    for key in (registry.host, f"http://{registry.host}", f"https://{registry.host}"):
+        if key in auths:
+            return auths[key]
+    return None
 
 
 # --------------------------------------------------------------------------- RSS sampling
@@ -524,6 +610,10 @@ class ContainerTool:
         store = f"containers-storage:[vfs@{self.base / 'root'}+{self.runroot}]{name}"
         run(["skopeo", "copy", f"oci:{layout}:{tag}", store], env=self.env, timeout=600)
 
+    def login(self, registry: RegistryServer, user: str, password: str, *, check: bool = True) -> str:
+        """`podman|buildah login` into this tool's own auth file (REGISTRY_AUTH_FILE)."""
+        return login(self.prefix, registry, self.env, user, password, check=check).stdout
+
     def cleanup(self) -> None:
         if self.tool == "buildah":
             run([*self.prefix, "rm", "--all"], env=self.env, timeout=120, check=False)
@@ -531,7 +621,8 @@ class ContainerTool:
         shutil.rmtree(self.runroot, ignore_errors=True)
 
 
-ToolFactory = Callable[[str, str], ContainerTool]
+class ToolFactory(Protocol):
+    def __call__(self, tool: str, name: str, login: bool = True) -> ContainerTool: ...
 
 
 # --------------------------------------------------------------------------- HTTP checks
@@ -542,6 +633,7 @@ def get_manifest(registry: RegistryServer, repo: str, ref: str) -> httpx.Respons
         f"{registry.url}/v2/{repo}/manifests/{ref}",
         headers={"Accept": ALL_MANIFEST_TYPES},
         timeout=30,
+        auth=registry.auth,
     )
     assert r.status_code == 200, f"GET manifest {repo}:{ref} -> {r.status_code} {r.text[:500]}"
     return r
@@ -573,6 +665,7 @@ def stream_blob_digest(registry: RegistryServer, repo: str, digest: str, *, time
         f"{registry.url}/v2/{repo}/blobs/{digest}",
         follow_redirects=True,
         timeout=httpx.Timeout(timeout, connect=10),
+        auth=registry.auth,
     ) as r:
         assert r.status_code == 200, f"GET blob {digest} -> {r.status_code}"
         for chunk in r.iter_raw(MiB):
@@ -646,7 +739,7 @@ def put_manifest(client: httpx.Client, repo: str, ref: str, body: bytes, media_t
 
 def get_blob_bytes(registry: RegistryServer, repo: str, digest: str) -> bytes:
     """GET a small blob and check its digest."""
-    r = httpx.get(f"{registry.url}/v2/{repo}/blobs/{digest}", follow_redirects=True, timeout=60)
+    r = httpx.get(f"{registry.url}/v2/{repo}/blobs/{digest}", follow_redirects=True, timeout=60, auth=registry.auth)
     assert r.status_code == 200, f"GET blob {digest} -> {r.status_code}"
     assert sha256_bytes(r.content) == digest
     return r.content

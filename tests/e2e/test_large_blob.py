@@ -36,7 +36,7 @@ def test_1gib_layer_push_pull_memory_stays_flat(fresh_registry: RegistryServer, 
     repo = helpers.unique_repo("big")
     timeout = httpx.Timeout(900, connect=10)
 
-    with httpx.Client(base_url=registry.url, timeout=timeout) as client:
+    with httpx.Client(base_url=registry.url, timeout=timeout, auth=registry.auth) as client:
         # Warm up every code path once with small data, then measure the idle baseline.
         config_digest = helpers.push_blob_monolithic(client, repo, config)
         warm = os.urandom(256 * 1024)

@@ -41,7 +41,7 @@ def test_skopeo_single_arch_roundtrip(registry: RegistryServer, client_env: dict
     assert [layer["digest"] for layer in manifest["layers"]] == src_tree["layers"]
     helpers.check_blobs(registry, repo, manifest)
 
-    tags = httpx.get(f"{registry.url}/v2/{repo}/tags/list", timeout=30)
+    tags = httpx.get(f"{registry.url}/v2/{repo}/tags/list", timeout=30, auth=registry.auth)
     assert tags.status_code == 200
     assert tags.json() == {"name": repo, "tags": ["v1"]}
 

@@ -7,6 +7,12 @@ own repository so tests can share it.
 ``DOCKYARD_IT_REFERENCE=1`` runs the same suite against CNCF Distribution 2.8 (Debian
 ``docker-registry``) instead, as a single ``reference`` backend — useful to check the tests
 themselves; it lacks OCI 1.1 features (referrers, tag paging...), so some tests fail there.
+
+Dockyard refuses anonymous pushes and pulls of private repositories: right after a Dockyard
+server starts, the pool creates the superuser ``tester`` with the CLI (same ``--config`` /
+``--data-dir`` as the server) and every client sends its Basic credentials on each request
+(``registry.auth`` for httpx, ``registry.auth_headers`` for raw sockets). The reference
+registry runs without authentication (``auth`` is None there).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from .helpers import (
     PG_URL_TEMPLATE,
     REFERENCE,
     Server,
+    create_superuser,
     dockyard_db_upgrade,
     dockyard_server,
     rand,
@@ -96,6 +103,7 @@ class ServerPool:
             raise ValueError(backend)
         self.servers[backend] = srv
         srv.start()
+        create_superuser(srv)
         return srv
 
     def second_instance(self, backend: str) -> Server:
@@ -111,6 +119,7 @@ class ServerPool:
                 data_dir=first.data_dir,
                 log_name=f"second-{rand()}.log",
             )
+        srv.credentials = first.credentials  # same database: same users
         self.extra.append(srv)
         srv.start()
         return srv
@@ -139,6 +148,14 @@ def registry(request: pytest.FixtureRequest, server_pool: ServerPool) -> Server:
 
 @pytest.fixture
 def client(registry: Server) -> Iterator[httpx.Client]:
+    """An httpx client sending the test superuser's Basic credentials (none for the reference)."""
+    with httpx.Client(base_url=registry.url, timeout=60, follow_redirects=False, auth=registry.auth) as c:
+        yield c
+
+
+@pytest.fixture
+def anon_client(registry: Server) -> Iterator[httpx.Client]:
+    """An httpx client without credentials."""
     with httpx.Client(base_url=registry.url, timeout=60, follow_redirects=False) as c:
         yield c
 

@@ -6,6 +6,7 @@ client library would normalise what we want to send). Nothing imports Dockyard c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -35,6 +36,9 @@ PG_URL_TEMPLATE = "postgresql://postgres@127.0.0.1:5432/{db}"
 #: Run the suite against CNCF Distribution 2.8 instead of Dockyard (single backend).
 REFERENCE = os.environ.get("DOCKYARD_IT_REFERENCE", "") not in ("", "0", "false", "no")
 READY_TIMEOUT = 20.0
+#: The superuser every Dockyard test server gets right after it starts (one password per session).
+TEST_USER = "tester"
+TEST_PASSWORD = secrets.token_urlsafe(18)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -187,10 +191,22 @@ class Server:
     proc: subprocess.Popen | None = None
     config: Path | None = None
     argv: list[str] = dataclasses.field(default_factory=list)
+    #: (user, password) the tests authenticate with; None for the reference registry (no auth).
+    credentials: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """For httpx: `httpx.Client(auth=srv.auth)` sends Basic credentials on every request."""
+        return self.credentials
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header for raw-socket requests ({} without credentials)."""
+        return basic_auth_header(*self.credentials) if self.credentials else {}
 
     def logs(self, tail: int = 6000) -> str:
         try:
@@ -210,6 +226,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=str(self.data_dir.parent),
+                env=dockyard_env() if self.backend != "reference" else None,
             )
         finally:
             logf.close()
@@ -227,7 +244,8 @@ class Server:
                 )
             try:
                 r = httpx.get(f"{self.url}/v2/", timeout=2)
-                if r.status_code == 200:
+                # 200: open registry (reference); 401: Dockyard asks anonymous callers to log in.
+                if r.status_code in (200, 401):
                     return
                 last = f"GET /v2/ -> {r.status_code}"
             except httpx.HTTPError as e:
@@ -263,6 +281,46 @@ class Server:
                 self.proc.wait(timeout=10)
         # reap any stragglers left in the group (workers)
         self._signal_group(signal.SIGKILL)
+
+
+def dockyard_env() -> dict[str, str]:
+    """The environment for Dockyard processes: Dockyard reads every DOCKYARD_* variable as a
+    setting and rejects unknown ones, so the suite's own knobs stay out."""
+    return {k: v for k, v in os.environ.items() if k != "DOCKYARD_BIN" and not k.startswith("DOCKYARD_IT_")}
+
+
+def basic_auth_header(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def dockyard_cli(srv: Server, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """Run `dockyard ARGS --config F --data-dir D` against `srv`'s database; return stdout."""
+    _require_bin(DOCKYARD_BIN, "dockyard")
+    cmd = [DOCKYARD_BIN, *args]
+    if srv.config is not None:
+        cmd += ["--config", str(srv.config)]
+    cmd += ["--data-dir", str(srv.data_dir)]
+    try:
+        res = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, timeout=timeout, env=dockyard_env(), check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{cmd} timed out\n{e.stdout}\n{e.stderr}", pytrace=False)
+    if res.returncode != 0:
+        pytest.fail(
+            f"{cmd} failed ({res.returncode})\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}",
+            pytrace=False,
+        )
+    return res.stdout
+
+
+def create_superuser(srv: Server, user: str = TEST_USER, password: str = TEST_PASSWORD) -> None:
+    """Give a started Dockyard server its test superuser (no-op for the reference registry)."""
+    if srv.backend == "reference":
+        return
+    dockyard_cli(srv, "user", "create", user, "--superuser", "--password-stdin", stdin=password)
+    srv.credentials = (user, password)
 
 
 def _require_bin(path: str, what: str) -> None:

@@ -69,7 +69,7 @@ def test_invalid_name_is_rejected(registry, new_repo, component):
         "POST",
         f"/v2/{repo}/blobs/uploads/?digest={d}",
         body=data,
-        headers={"Content-Type": "application/octet-stream"},
+        headers={"Content-Type": "application/octet-stream", **registry.auth_headers},
     )
     _assert_name_rejected(status, body, f"POST /v2/{repo}/blobs/uploads/")
     status, _, body = raw_request(
@@ -78,7 +78,7 @@ def test_invalid_name_is_rejected(registry, new_repo, component):
         "PUT",
         f"/v2/{repo}/manifests/latest",
         body=b"{}",
-        headers={"Content-Type": OCI_MANIFEST},
+        headers={"Content-Type": OCI_MANIFEST, **registry.auth_headers},
     )
     _assert_name_rejected(status, body, f"PUT /v2/{repo}/manifests/latest")
 
@@ -112,7 +112,7 @@ def test_overly_long_name_is_rejected(client, new_repo):
 )
 def test_malformed_name_paths(registry, path):
     path = path.format(r=rand())
-    status, headers, body = raw_request(registry.host, registry.port, "GET", path)
+    status, headers, body = raw_request(registry.host, registry.port, "GET", path, headers=registry.auth_headers)
     if status in (301, 308):  # a router may canonicalise the path; it must not serve it as-is
         assert "location" in headers, f"GET {path} -> {status} without Location"
         return
@@ -147,7 +147,7 @@ def test_path_traversal_never_escapes_storage(registry, tmp_path):
             "POST",
             path,
             body=data,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={"Content-Type": "application/octet-stream", **registry.auth_headers},
         )
         assert status in (301, 308, 400, 404), f"POST {path} -> {status} {body[:300]!r}"
         status, _, body = raw_request(
@@ -156,7 +156,7 @@ def test_path_traversal_never_escapes_storage(registry, tmp_path):
             "PUT",
             path.replace(f"blobs/uploads/?digest={d}", "manifests/latest"),
             body=b'{"schemaVersion":2}',
-            headers={"Content-Type": OCI_MANIFEST},
+            headers={"Content-Type": OCI_MANIFEST, **registry.auth_headers},
         )
         assert status in (301, 308, 400, 404), f"PUT manifest via {path} -> {status} {body[:300]!r}"
     # Nothing named after the token anywhere near the server's directories, and nothing

@@ -421,7 +421,7 @@ def test_truncated_put_leaves_nothing_visible(registry, client, repo):
         registry.port,
         "PUT",
         f"{p.path}?{p.query}",
-        OCTET,
+        {**OCTET, **registry.auth_headers},
         declared_length=40_000,
         sent=data[10_000:25_000],
     )
@@ -447,7 +447,7 @@ def test_truncated_patch_leaves_session_consistent(registry, client, repo):
         registry.port,
         "PATCH",
         path,
-        {**OCTET, "Content-Range": "20000-59999"},
+        {**OCTET, "Content-Range": "20000-59999", **registry.auth_headers},
         declared_length=40_000,
         sent=data[20_000:30_000],
     )
@@ -467,7 +467,7 @@ def test_truncated_monolithic_post_leaves_nothing_visible(registry, client, repo
         registry.port,
         "POST",
         f"/v2/{repo}/blobs/uploads/?digest={d}",
-        OCTET,
+        {**OCTET, **registry.auth_headers},
         declared_length=len(data),
         sent=data[:12_000],
     )

@@ -14,6 +14,8 @@ from .helpers import (
     REFERENCE,
     absolute,
     assert_status,
+    basic_auth_header,
+    create_superuser,
     describe,
     digest_of,
     dockyard_server,
@@ -33,12 +35,13 @@ from .helpers import (
 pytestmark = pytest.mark.integration
 
 
-def _slow_patch(host, port, path, data, start, first, stop_evt):
+def _slow_patch(host, port, path, data, start, first, stop_evt, auth_headers):
     """Stream a PATCH: send `first` bytes of `data`, then dribble until told to stop."""
     s = socket.create_connection((host, port), timeout=10)
     try:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in auth_headers.items())
         head = (
-            f"PATCH {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"PATCH {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
             f"Content-Type: application/octet-stream\r\n"
             f"Content-Range: {start}-{start + len(data) - 1}\r\n"
             f"Content-Length: {len(data)}\r\n\r\n"
@@ -63,8 +66,10 @@ def test_upload_resumes_after_kill_9(tmp_path):
     srv = make(base)
     port = srv.port
     srv.start()
+    create_superuser(srv)
+    creds = srv.credentials
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, timeout=30, auth=creds) as c:
             repo = f"it/crash-{rand()}"
             # something complete before the crash must survive it
             img = push_image(c, repo, "before")
@@ -79,7 +84,16 @@ def test_upload_resumes_after_kill_9(tmp_path):
             stop = threading.Event()
             t = threading.Thread(
                 target=_slow_patch,
-                args=(srv.host, port, path_of(loc), data[first : 2 * first + 512 * 1024], first, 256 * 1024, stop),
+                args=(
+                    srv.host,
+                    port,
+                    path_of(loc),
+                    data[first : 2 * first + 512 * 1024],
+                    first,
+                    256 * 1024,
+                    stop,
+                    basic_auth_header(*creds) if creds else {},
+                ),
                 daemon=True,
             )
             t.start()
@@ -90,7 +104,8 @@ def test_upload_resumes_after_kill_9(tmp_path):
 
         srv = make(base, port=port)  # identical command line: same data dir, same port
         srv.start()
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        srv.credentials = creds  # the user survives the crash with the database
+        with httpx.Client(base_url=srv.url, timeout=30, auth=srv.auth) as c:
             r = get_manifest(c, repo, "before")
             assert_status(r, 200)
             assert r.content == img.body
@@ -125,7 +140,10 @@ def test_upload_continues_on_another_instance(server_pool, shared_backend):
     a = server_pool.get(shared_backend)
     b = server_pool.second_instance(shared_backend)
     try:
-        with httpx.Client(base_url=a.url, timeout=30) as ca, httpx.Client(base_url=b.url, timeout=30) as cb:
+        with (
+            httpx.Client(base_url=a.url, timeout=30, auth=a.auth) as ca,
+            httpx.Client(base_url=b.url, timeout=30, auth=b.auth) as cb,
+        ):
             repo = f"it/instances-{rand()}"
             data = random_bytes(2 * 1024 * 1024 + 7)
             half = len(data) // 2
@@ -183,7 +201,7 @@ def test_concurrent_patches_at_same_offset(registry, client, repo):
     barrier = threading.Barrier(2)
 
     def run(i: int) -> None:
-        with httpx.Client(base_url=registry.url, timeout=60) as c:
+        with httpx.Client(base_url=registry.url, timeout=60, auth=registry.auth) as c:
             barrier.wait()
             results[i] = patch_chunk(c, loc, bodies[i], 10)
 

@@ -33,6 +33,9 @@ OCI_ERRORS: dict[type[e.DockyardError], tuple[int, str]] = {
     e.Denied: (403, "DENIED"),
     e.TooManyRequests: (429, "TOOMANYREQUESTS"),
     e.StorageUnavailable: (503, "UNAVAILABLE"),
+    e.InvalidRequest: (400, "INVALID_REQUEST"),
+    e.NotFound: (404, "NOT_FOUND"),
+    e.AlreadyExists: (409, "CONFLICT"),
 }
 
 
@@ -43,8 +46,16 @@ def oci_error_body(code: str, message: str, detail: Any = None) -> bytes:
     return json.dumps({"errors": [entry]}).encode()
 
 
+def status_and_code(error: e.DockyardError) -> tuple[int, str]:
+    """The most specific mapping along the error's class hierarchy."""
+    for kind in type(error).__mro__:
+        if kind in OCI_ERRORS:
+            return OCI_ERRORS[kind]
+    return 500, "UNKNOWN"
+
+
 def error_response(error: e.DockyardError, headers: dict[str, str] | None = None) -> Response:
-    status, code = OCI_ERRORS.get(type(error), (500, "UNKNOWN"))
+    status, code = status_and_code(error)
     merged = {API_VERSION_HEADER[0]: API_VERSION_HEADER[1], **(headers or {})}
     if status == 503:
         merged.setdefault("Retry-After", "1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +22,7 @@ from dockyard.registry.context import client_ip, service_name
 from dockyard.registry.errors import error_response
 from dockyard.services.context import Services
 
+_MAX_FORM = 64 * 1024
 _REPOSITORY_ACTIONS = frozenset({Action.PULL.value, Action.PUSH.value, Action.DELETE.value})
 
 
@@ -67,8 +69,7 @@ async def _docker_get(request: Request, services: Services) -> Response:
 
 async def _oauth2(request: Request, services: Services) -> Response:
     service = service_name(request, services)
-    form = await request.form()
-    fields = {key: str(value) for key, value in form.items()}
+    fields = await _form(request)
     _check_service(fields.get("service"), service)
     grant = fields.get("grant_type")
     if grant == "password":
@@ -93,6 +94,23 @@ async def _oauth2(request: Request, services: Services) -> Response:
     if grant == "password" and fields.get("access_type") == "offline":
         body["refresh_token"] = (await services.tokens.issue(principal, service, [], refresh=True)).token
     return _json(body)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded OAuth2 form (small; bounded)."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the token endpoint takes an application/x-www-form-urlencoded form")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM:
+            raise InvalidRequest("form too large")
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("form is not UTF-8") from None
+    return dict(pairs)
 
 
 async def _access(services: Services, principal: Principal, scopes: list[str]) -> list[dict[str, Any]]:
