@@ -21,6 +21,7 @@ from dockyard.config import Settings
 from dockyard.db.accounts_store import AccountsStore
 from dockyard.db.engine import Database, create_serving_engine
 from dockyard.db.hot_reads import HotReads, open_hot_reads
+from dockyard.db.locks import UploadLocks, open_upload_locks
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
@@ -42,7 +43,7 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 log = logging.getLogger("dockyard")
 
 
-def build_services(settings: Settings, database: Database, hot: HotReads | None) -> Services:
+def build_services(settings: Settings, database: Database, hot: HotReads | None, locks: UploadLocks) -> Services:
     store = RegistryStore(database, hot)
     accounts = AccountsStore(database)
     auth = settings.auth
@@ -66,7 +67,7 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None)
         accounts=AccountService(accounts, authenticator, tokens),
         registry_store=store,
         blobs=BlobService(store, locations),
-        uploads=UploadService(store, locations),
+        uploads=UploadService(store, locations, locks),
         manifests=ManifestService(
             store,
             max_bytes=registry.max_manifest_bytes,
@@ -85,7 +86,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def build_app(settings: Settings) -> Starlette:
     pool_size = settings.database.pool_size
     database = Database(create_serving_engine(settings.database_url, pool_size=pool_size))
-    services = build_services(settings, database, open_hot_reads(settings.database_url, pool_size))
+    locks = open_upload_locks(settings.database_url, settings.data_dir)
+    services = build_services(settings, database, open_hot_reads(settings.database_url, pool_size), locks)
     registry_metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -115,7 +117,7 @@ def build_app(settings: Settings) -> Starlette:
 async def admin_services(settings: Settings) -> AsyncIterator[Services]:
     """Services for one command-line invocation (no hot-path readers, one small pool)."""
     database = Database(create_serving_engine(settings.database_url, pool_size=1))
-    services = build_services(settings, database, None)
+    services = build_services(settings, database, None, open_upload_locks(settings.database_url, settings.data_dir))
     try:
         yield services
     finally:

@@ -197,20 +197,29 @@ class RegistryStore:
 
     # -- uploads -------------------------------------------------------------------------------
 
-    async def create_upload(self, repository: str, upload_id: str, location: str, creator: int | None) -> UploadState:
+    async def create_upload(
+        self, repository: str, upload_id: str, location: str, handle: str, creator: int | None
+    ) -> UploadState:
         now = now_ms()
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository, creator)
             await conn.execute(
                 insert(uploads).values(
-                    id=upload_id, repository_id=repo_id, offset=0, location=location, created_at=now, updated_at=now
+                    id=upload_id,
+                    repository_id=repo_id,
+                    offset=0,
+                    location=location,
+                    handle=handle,
+                    parts="[]",
+                    created_at=now,
+                    updated_at=now,
                 )
             )
-        return UploadState(id=upload_id, repository=repository, offset=0, key=location, created_at=now)
+        return UploadState(upload_id, repository, 0, location, now, handle, "[]")
 
     async def upload(self, repository: str, upload_id: str) -> UploadState | None:
         query = (
-            select(uploads.c.offset, uploads.c.location, uploads.c.created_at)
+            select(uploads.c.offset, uploads.c.location, uploads.c.created_at, uploads.c.handle, uploads.c.parts)
             .join(repositories, repositories.c.id == uploads.c.repository_id)
             .where(uploads.c.id == upload_id, repositories.c.name == repository)
         )
@@ -219,20 +228,16 @@ class RegistryStore:
         if row is None:
             return None
         return UploadState(
-            id=upload_id,
-            repository=repository,
-            offset=int(row.offset),
-            key=row.location,
-            created_at=int(row.created_at),
+            upload_id, repository, int(row.offset), row.location, int(row.created_at), row.handle, row.parts
         )
 
-    async def advance_upload(self, upload_id: str, expected: int, offset: int) -> bool:
-        """Move the offset from `expected` to `offset`; False when another request moved it first."""
+    async def advance_upload(self, upload_id: str, expected: int, offset: int, parts: str) -> bool:
+        """Move the offset from `expected` to `offset` with the new parts; False if moved meanwhile."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(uploads)
                 .where(uploads.c.id == upload_id, uploads.c.offset == expected)
-                .values(offset=offset, updated_at=now_ms())
+                .values(offset=offset, parts=parts, updated_at=now_ms())
             )
             return bool(result.rowcount)
 

@@ -154,6 +154,8 @@ uploads = Table(
     Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("offset", BigInteger, nullable=False),
     Column("location", String(64), nullable=False),
+    Column("handle", String(1024), nullable=False, server_default=""),
+    Column("parts", Text, nullable=False, server_default="[]"),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
@@ -258,4 +260,24 @@ login_failures = Table(
     Column("key", String(400), primary_key=True),
     Column("window_start", BigInteger, nullable=False),
     Column("count", Integer, nullable=False),
+)
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("dedupe_key", String(400), nullable=True, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("run_after", BigInteger, nullable=False),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "state", "run_after"),
+    Index(None, "kind", "state"),
 )

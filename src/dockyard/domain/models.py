@@ -17,8 +17,11 @@ class UploadState:
     id: str
     repository: str
     offset: int
-    key: str
+    location: str
     created_at: int
+    handle: str = ""
+    parts: str = "[]"
+    """The storage parts recorded so far, as JSON (the storage layer's Part records)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,3 +30,4 @@ class Services:
 
     async def close(self) -> None:
         await self.registry_store.close()
+        await self.uploads.locks.close()

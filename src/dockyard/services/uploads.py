@@ -1,39 +1,64 @@
 """Blob uploads: monolithic, chunked and streamed; resumable on any instance; mounts.
 
-The database holds each session's offset; storage holds its bytes. The running hash lives in a
-per-process cache only as an optimisation: when a request lands on another instance, or after a
-restart, the digest is computed again from the stored bytes. Nothing becomes visible until the
-digest is verified and the bytes are committed.
+The database holds each session's offset and the storage parts written so far; storage holds the
+bytes. One request at a time writes a session (an upload lock that dies with its holder). The
+running hash lives in a per-process cache only as an optimisation: when a session moves between
+instances, or after a restart, the digest is computed again from the stored bytes. Nothing
+becomes visible until the digest is verified and the bytes are committed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
+from dockyard.db.locks import UploadLocks
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.digest import Digest
-from dockyard.domain.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeNotSatisfiable
+from dockyard.domain.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+)
 from dockyard.domain.models import BlobInfo, UploadState
 from dockyard.services.blobs import Locations
-from dockyard.storage import BlobStore, UploadBusy, UploadWriter, blob_key, upload_key
+from dockyard.storage import Part, StorageError, blob_key, upload_key
 
 _CACHED_HASHERS = 1024
+T = TypeVar("T")
+
+
+def _parts(state: UploadState) -> list[Part]:
+    return [Part(int(n), int(size), str(token)) for n, size, token in json.loads(state.parts)]
+
+
+def _parts_json(parts: list[Part]) -> str:
+    return json.dumps([[p.number, p.size, p.token] for p in parts], separators=(",", ":"))
 
 
 class UploadService:
-    def __init__(self, store: RegistryStore, locations: Locations) -> None:
+    def __init__(self, store: RegistryStore, locations: Locations, locks: UploadLocks) -> None:
         self.store = store
         self.locations = locations
+        self.locks = locks
         self._hashers: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()
 
     async def start(self, repository: str, *, creator: int | None) -> UploadState:
         upload_id = str(uuid.uuid4())
-        return await self.store.create_upload(repository, upload_id, self.locations.primary.name, creator)
+        location = self.locations.primary
+        handle = await _storage(location.begin_upload(upload_id))
+        try:
+            return await self.store.create_upload(repository, upload_id, location.name, handle, creator)
+        except BaseException:
+            await location.abort_upload(upload_id, handle, [])
+            raise
 
     async def status(self, repository: str, upload_id: str) -> UploadState:
         state = await self.store.upload(repository, upload_id) if _valid_id(upload_id) else None
@@ -51,8 +76,8 @@ class UploadService:
         length: int | None = None,
     ) -> UploadState:
         """Write `body` at the session's offset. `start` (from Content-Range) must equal it."""
-        async with self._hold(repository, upload_id) as (state, writer):
-            return await self._write(state, writer, body, start=start, length=length, algorithm="sha256")
+        async with self._hold(repository, upload_id) as state:
+            return await self._write(state, body, start=start, length=length, algorithm="sha256")
 
     async def finish(
         self,
@@ -70,73 +95,12 @@ class UploadService:
         except DigestInvalid:
             await self.status(repository, upload_id)
             raise
-        async with self._hold(repository, upload_id) as (held, writer):
-            state = await self._write(held, writer, body, start=None, length=length, algorithm=digest.algorithm)
-            store = self.locations.stores[state.key]
-            actual = await self._digest_of(upload_id, state.offset, digest.algorithm, store)
-            if actual != digest.hex:
-                await self._discard(upload_id, state.key)
-                raise DigestInvalid(
-                    f"content has digest {digest.algorithm}:{actual}, not {digest}", detail={"digest": str(digest)}
-                )
-            key = blob_key(digest)
-            if await store.size(key) == state.offset:
-                await store.delete(upload_key(upload_id))
-            else:
-                await store.commit(upload_key(upload_id), key)
-        await self.store.record_blob(repository, str(digest), state.offset, state.key, upload_id, creator)
+        async with self._hold(repository, upload_id) as held:
+            state = await self._write(held, body, start=None, length=length, algorithm=digest.algorithm)
+            await _storage(self._commit(state, digest))
+        await self.store.record_blob(repository, str(digest), state.offset, state.location, upload_id, creator)
         self._hashers.pop(upload_id, None)
-        return BlobInfo(digest=str(digest), size=state.offset, key=key)
-
-    @contextlib.asynccontextmanager
-    async def _hold(self, repository: str, upload_id: str) -> AsyncIterator[tuple[UploadState, UploadWriter]]:
-        """Hold the session's bytes exclusively, with its offset read under that hold.
-
-        Two requests racing for one session can never both write: the second gets 416. Bytes
-        below the database offset are never rewritten, so a cached running hash stays valid.
-        """
-        state = await self.status(repository, upload_id)
-        store = self.locations.stores[state.key]
-        try:
-            writer = await store.open_upload(upload_key(upload_id))
-        except UploadBusy:
-            raise RangeNotSatisfiable("another request is writing this upload", size=state.offset) from None
-        try:
-            state = await self.status(repository, upload_id)
-            await writer.start(state.offset)
-            yield state, writer
-        finally:
-            await writer.close()
-
-    async def _write(
-        self,
-        state: UploadState,
-        writer: UploadWriter,
-        body: AsyncIterator[bytes],
-        *,
-        start: int | None,
-        length: int | None,
-        algorithm: str,
-    ) -> UploadState:
-        if start is not None and start != state.offset:
-            raise RangeNotSatisfiable(f"chunk starts at {start}, the upload is at {state.offset}", size=state.offset)
-        hasher = self._take_hasher(state.id, state.offset, algorithm)
-        written = 0
-        async for chunk in body:
-            written += len(chunk)
-            if length is not None and written > length:
-                raise BlobUploadInvalid(f"body is longer than the declared {length} bytes")
-            if hasher is not None:
-                hasher.update(chunk)
-            await writer.write(chunk)
-        if length is not None and written != length:
-            raise BlobUploadInvalid(f"body has {written} bytes, {length} were declared")
-        offset = state.offset + written
-        if written and not await self.store.advance_upload(state.id, state.offset, offset):
-            raise RangeNotSatisfiable("the upload was advanced by a concurrent request", size=state.offset)
-        if hasher is not None:
-            self._keep_hasher(state.id, offset, algorithm, hasher)
-        return UploadState(state.id, state.repository, offset, state.key, state.created_at)
+        return BlobInfo(digest=str(digest), size=state.offset, key=blob_key(digest))
 
     async def monolithic(
         self, repository: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None, creator: int | None
@@ -146,12 +110,12 @@ class UploadService:
         try:
             return await self.finish(repository, state.id, str(digest), body, length=length, creator=creator)
         except BaseException:
-            await self._discard(state.id, state.key)
+            await self._discard(state)
             raise
 
     async def cancel(self, repository: str, upload_id: str) -> None:
-        state = await self.status(repository, upload_id)
-        await self._discard(upload_id, state.key)
+        async with self._hold(repository, upload_id) as state:
+            await self._discard(state)
 
     async def open_sessions(self) -> int:
         return await self.store.count_uploads()
@@ -159,6 +123,94 @@ class UploadService:
     async def mount(self, repository: str, digest_text: str, source: str | None, *, creator: int | None) -> bool:
         Digest.parse(digest_text)
         return await self.store.mount_blob(repository, digest_text, source, creator)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, repository: str, upload_id: str) -> AsyncIterator[UploadState]:
+        """Hold the session's lock, with its state read under that hold.
+
+        Two requests racing for one session never both write: the second gets 416. Bytes below
+        the recorded offset are never rewritten, so a cached running hash stays valid.
+        """
+        state = await self.status(repository, upload_id)
+        if not await self.locks.acquire(upload_id):
+            raise RangeNotSatisfiable("another request is writing this upload", size=state.offset)
+        try:
+            yield await self.status(repository, upload_id)
+        finally:
+            await self.locks.release(upload_id)
+
+    async def _write(
+        self, state: UploadState, body: AsyncIterator[bytes], *, start: int | None, length: int | None, algorithm: str
+    ) -> UploadState:
+        if start is not None and start != state.offset:
+            raise RangeNotSatisfiable(f"chunk starts at {start}, the upload is at {state.offset}", size=state.offset)
+        hasher = self._take_hasher(state.id, state.offset, algorithm)
+        received = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal received
+            async for chunk in body:
+                received += len(chunk)
+                if length is not None and received > length:
+                    raise BlobUploadInvalid(f"body is longer than the declared {length} bytes")
+                if hasher is not None:
+                    hasher.update(chunk)
+                yield chunk
+
+        store = self.locations.stores[state.location]
+        parts = await _storage(store.write_part(state.id, state.handle, _parts(state), counted()))
+        if length is not None and received != length:
+            raise BlobUploadInvalid(f"body has {received} bytes, {length} were declared")
+        offset = state.offset + received
+        if sum(p.size for p in parts) != offset:
+            raise StorageUnavailable("storage recorded a different amount of data than was sent")
+        if received and not await self.store.advance_upload(state.id, state.offset, offset, _parts_json(parts)):
+            raise RangeNotSatisfiable("the upload was advanced by a concurrent request", size=state.offset)
+        if hasher is not None:
+            self._keep_hasher(state.id, offset, algorithm, hasher)
+        if not received:
+            return state
+        return UploadState(
+            state.id, state.repository, offset, state.location, state.created_at, state.handle, _parts_json(parts)
+        )
+
+    async def _commit(self, state: UploadState, digest: Digest) -> None:
+        """Verify the bytes against `digest`, then move them to the blob's key (or drop a duplicate)."""
+        store = self.locations.stores[state.location]
+        parts = _parts(state)
+        key = blob_key(digest)
+        cached = self._hashers.get(state.id)
+        staging: str | None = None
+        if cached is not None and cached[0] == state.offset and cached[1] == digest.algorithm:
+            actual = str(cached[2].hexdigest())
+        else:
+            # The session moved between instances or the server restarted: hash the stored bytes.
+            stream = store.read_upload(state.id, state.handle, parts)
+            if stream is None:
+                staging = f"{upload_key(state.id)}.assembled"
+                await store.complete_upload(state.id, state.handle, parts, staging)
+                stream = store.read(staging)
+            actual = await _hash(stream, digest.algorithm)
+        if actual != digest.hex:
+            if staging is not None:
+                await store.delete(staging)
+            await self._discard(state)
+            raise DigestInvalid(
+                f"content has digest {digest.algorithm}:{actual}, not {digest}", detail={"digest": str(digest)}
+            )
+        if await store.size(key) == state.offset:
+            # Stored already (content addressed): drop this copy.
+            if staging is not None:
+                await store.delete(staging)
+            else:
+                await store.abort_upload(state.id, state.handle, parts)
+        elif staging is not None:
+            await store.copy(staging, key)
+            await store.delete(staging)
+        else:
+            await store.complete_upload(state.id, state.handle, parts, key)
 
     # -- hashing -------------------------------------------------------------------------------
 
@@ -175,23 +227,26 @@ class UploadService:
         while len(self._hashers) > _CACHED_HASHERS:
             self._hashers.popitem(last=False)
 
-    async def _digest_of(self, upload_id: str, size: int, algorithm: str, store: BlobStore) -> str:
-        cached = self._hashers.get(upload_id)
-        if cached is not None and cached[0] == size and cached[1] == algorithm:
-            return str(cached[2].hexdigest())
-        # Re-hash what storage holds: the session moved between instances or the server restarted.
-        hasher = hashlib.new(algorithm)
-        stored = await store.size(upload_key(upload_id))
-        if stored is None or stored < size:
-            raise BlobUploadInvalid("the upload's bytes are missing from storage")
-        async for chunk in store.read(upload_key(upload_id), 0, size):
-            hasher.update(chunk)
-        return hasher.hexdigest()
+    async def _discard(self, state: UploadState) -> None:
+        self._hashers.pop(state.id, None)
+        await self.store.delete_upload(state.id)
+        store = self.locations.stores[state.location]
+        await _storage(store.abort_upload(state.id, state.handle, _parts(state)))
 
-    async def _discard(self, upload_id: str, location: str) -> None:
-        self._hashers.pop(upload_id, None)
-        await self.store.delete_upload(upload_id)
-        await self.locations.stores[location].delete(upload_key(upload_id))
+
+async def _hash(stream: AsyncIterator[bytes], algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    async for chunk in stream:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+async def _storage(operation: Awaitable[T]) -> T:
+    """Await a storage operation, turning driver failures into a retriable StorageUnavailable."""
+    try:
+        return await operation
+    except StorageError as exc:
+        raise StorageUnavailable(f"storage failed: {exc}") from exc
 
 
 def _valid_id(upload_id: str) -> bool:

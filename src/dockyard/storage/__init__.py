@@ -11,7 +11,24 @@ Layout inside every location:
     _health/<random>                         written, read and removed by /health/endtoend
 """
 
-from dockyard.storage.protocol import BlobStore, StorageError, UploadBusy, UploadWriter, blob_key, upload_key
+from dockyard.storage.protocol import (
+    AccessRefused,
+    BlobStore,
+    ObjectMissing,
+    Part,
+    StorageError,
+    blob_key,
+    upload_key,
+)
 from dockyard.storage.registry import open_location
 
-__all__ = ["BlobStore", "StorageError", "UploadBusy", "UploadWriter", "blob_key", "open_location", "upload_key"]
+__all__ = [
+    "AccessRefused",
+    "BlobStore",
+    "ObjectMissing",
+    "Part",
+    "StorageError",
+    "blob_key",
+    "open_location",
+    "upload_key",
+]

@@ -1,8 +1,15 @@
-"""The storage driver contract. Every driver passes the same conformance suite."""
+"""The storage driver contract. Every driver passes the same conformance suite
+(tests/storage/test_conformance.py) against its real server.
+
+A driver is a narrow byte store for one location; registry meaning (digests, sessions, offsets,
+placements) lives above it in `services`. Keys are relative, slash-separated paths built only
+from validated digests and server-generated ids.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +20,14 @@ class StorageError(Exception):
     """The store failed (unreachable, refused, corrupt). Requests answer a retriable 5xx."""
 
 
+class ObjectMissing(StorageError):
+    """The object does not exist."""
+
+
+class AccessRefused(StorageError):
+    """The store refused the credentials."""
+
+
 def blob_key(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
@@ -21,49 +36,69 @@ def upload_key(upload_id: str) -> str:
     return f"uploads/{upload_id}"
 
 
-class UploadBusy(StorageError):
-    """Another writer holds the upload."""
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One stored piece of an upload; `token` is the driver's own (ETag, block id, object name)."""
 
-
-class UploadWriter(Protocol):
-    """Exclusive access to an upload's bytes, appending from a given offset.
-
-    While a writer is open no other writer, in any process sharing the store, can open the same
-    upload: `open_upload` raises UploadBusy instead.
-    """
-
-    async def start(self, offset: int) -> None:
-        """Discard any bytes stored past `offset` and append from there."""
-
-    async def write(self, data: bytes) -> None:
-        """Append `data`. Bytes are durable only after `close()`."""
-
-    async def close(self) -> None:
-        """Flush and release the upload; the bytes written so far are kept."""
+    number: int
+    size: int
+    token: str = ""
 
 
 class BlobStore(Protocol):
-    """Byte-level storage for one location. Keys are relative, slash-separated paths."""
+    """Byte-level storage for one location."""
 
     name: str
 
-    async def open_upload(self, key: str) -> UploadWriter:
-        """Take exclusive hold of the upload at `key` (created when absent); UploadBusy if held."""
-
-    async def commit(self, upload: str, key: str) -> None:
-        """Durably move the bytes of `upload` to `key` (atomic: `key` is whole or absent)."""
+    # -- objects -------------------------------------------------------------------------------
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream `length` bytes (to the end when None) from `offset`. Missing key: FileNotFoundError."""
+        """Stream `length` bytes (to the end when None) from `offset`; ObjectMissing if absent."""
+        ...
 
     async def size(self, key: str) -> int | None:
         """Size of the object at `key`, None when absent."""
 
     async def delete(self, key: str) -> None:
-        """Remove `key`; absent keys are not an error."""
+        """Remove `key`; an absent key is not an error."""
 
     async def put(self, key: str, data: bytes) -> None:
-        """Store a small object whole (health checks, metadata)."""
+        """Store a small object whole."""
+
+    async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """Stream an object of unknown length to `key` (whole or absent); return its size."""
+
+    async def copy(self, source: str, target: str) -> None:
+        """Copy an object within this store (server-side where the store can)."""
+
+    def keys(self, prefix: str) -> AsyncIterator[str]:
+        """Keys under `prefix`, in no particular order."""
+        ...
+
+    async def signed_url(self, key: str, *, expires_in: int) -> str | None:
+        """A URL a client may GET `key` from directly for `expires_in` seconds; None if unsupported."""
 
     def local_path(self, key: str) -> Path | None:
-        """A file path the server may stream directly, or None when the driver is not local."""
+        """A file the server may stream directly, or None when the driver is not local."""
+
+    # -- uploads -------------------------------------------------------------------------------
+    # The caller holds the upload's lock while calling these; an upload's bytes are the
+    # concatenation of the parts the caller recorded, in order. Parts written by a request whose
+    # result the caller did not record are scrap, cleaned by complete/abort.
+
+    async def begin_upload(self, upload_id: str) -> str:
+        """Prepare storage for a new upload; return an opaque handle the caller persists."""
+
+    async def write_part(
+        self, upload_id: str, handle: str, parts: Sequence[Part], chunks: AsyncIterator[bytes]
+    ) -> list[Part]:
+        """Append `chunks` after `parts`; return the upload's new list of parts."""
+
+    def read_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> AsyncIterator[bytes] | None:
+        """Stream an unfinished upload's bytes, or None when the store cannot read them back."""
+
+    async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> None:
+        """Make `key` hold the upload's bytes, atomically, and release the upload's storage."""
+
+    async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
+        """Release the upload's storage."""
