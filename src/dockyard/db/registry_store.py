@@ -114,17 +114,26 @@ class RegistryStore:
             size = await conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest))
         return None if size is None else BlobInfo(digest=digest, size=int(size), key="")
 
-    async def placements_of(self, digest: str) -> list[str]:
+    async def placements_of(self, digest: str) -> dict[str, str | None]:
+        """Locations holding `digest` -> the object's key there (None: the digest-derived key)."""
         query = (
-            select(placements.c.location)
+            select(placements.c.location, placements.c.key)
             .join(blobs, blobs.c.id == placements.c.blob_id)
             .where(blobs.c.digest == digest)
         )
         async with self.db.read() as conn:
-            return list((await conn.scalars(query)).all())
+            return {row.location: row.key for row in await conn.execute(query)}
 
     async def record_blob(
-        self, repository: str, digest: str, size: int, location: str, upload_id: str | None, creator: int | None
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        location: str,
+        *,
+        key: str | None,
+        upload_id: str | None,
+        creator: int | None,
     ) -> None:
         """Make a stored blob visible in `repository` (and drop the finished upload) atomically."""
         now = now_ms()
@@ -136,7 +145,9 @@ class RegistryStore:
             blob_id = (await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one()
             await conn.execute(
                 self._insert_ignore(
-                    placements, {"blob_id": blob_id, "location": location, "created_at": now}, ["blob_id", "location"]
+                    placements,
+                    {"blob_id": blob_id, "location": location, "key": key, "created_at": now},
+                    ["blob_id", "location"],
                 )
             )
             await self._link(conn, repo_id, int(blob_id), now)

@@ -81,6 +81,7 @@ placements = Table(
     metadata,
     Column("blob_id", Integer, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
     Column("location", String(64), primary_key=True),
+    Column("key", String(1024), nullable=True),
     Column("created_at", BigInteger, nullable=False),
 )
 

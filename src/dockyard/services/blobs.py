@@ -37,17 +37,17 @@ class Locations:
         self.preference = preference
         self.primary = stores[preference[0]]
 
-    async def for_read(self, store: RegistryStore, digest: str) -> BlobStore:
-        if len(self.stores) == 1:
-            return self.primary
-        held = set(await store.placements_of(digest))
-        for name in self.preference:
-            if name in held:
-                return self.stores[name]
-        for name in sorted(held):
-            if name in self.stores:
-                return self.stores[name]
-        raise StorageUnavailable(f"no configured location holds {digest}")
+    async def for_read(self, store: RegistryStore, digest: str) -> tuple[BlobStore, str]:
+        """The location to read `digest` from (first preferred that holds it) and its key there."""
+        derived = blob_key(Digest.parse(digest))
+        if len(self.stores) == 1 and self.primary.derived_keys:
+            return self.primary, derived
+        held = await store.placements_of(digest)
+        names = [name for name in self.preference if name in held]
+        names += sorted(name for name in held if name in self.stores and name not in names)
+        if not names:
+            raise StorageUnavailable(f"no configured location holds {digest}")
+        return self.stores[names[0]], held[names[0]] or derived
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
@@ -85,8 +85,7 @@ class BlobService:
         if range_header:
             start, length = parse_range(range_header, info.size)
             partial = True
-        location = await self.locations.for_read(self.store, digest)
-        key = blob_key(Digest.parse(digest))
+        location, key = await self.locations.for_read(self.store, digest)
         path = location.local_path(key)
         if path is not None and not path.exists():
             raise StorageUnavailable(f"blob {digest} is missing from location {location.name}")

@@ -97,8 +97,16 @@ class UploadService:
             raise
         async with self._hold(repository, upload_id) as held:
             state = await self._write(held, body, start=None, length=length, algorithm=digest.algorithm)
-            await _storage(self._commit(state, digest))
-        await self.store.record_blob(repository, str(digest), state.offset, state.location, upload_id, creator)
+            key = await _storage(self._commit(state, digest))
+        await self.store.record_blob(
+            repository,
+            str(digest),
+            state.offset,
+            state.location,
+            key=None if key == blob_key(digest) else key,
+            upload_id=upload_id,
+            creator=creator,
+        )
         self._hashers.pop(upload_id, None)
         return BlobInfo(digest=str(digest), size=state.offset, key=blob_key(digest))
 
@@ -176,8 +184,11 @@ class UploadService:
             state.id, state.repository, offset, state.location, state.created_at, state.handle, _parts_json(parts)
         )
 
-    async def _commit(self, state: UploadState, digest: Digest) -> None:
-        """Verify the bytes against `digest`, then move them to the blob's key (or drop a duplicate)."""
+    async def _commit(self, state: UploadState, digest: Digest) -> str:
+        """Verify the bytes against `digest`, then make them the blob's object; return its key.
+
+        When the location holds the blob already (content addressed), this copy is dropped.
+        """
         store = self.locations.stores[state.location]
         parts = _parts(state)
         key = blob_key(digest)
@@ -200,17 +211,21 @@ class UploadService:
             raise DigestInvalid(
                 f"content has digest {digest.algorithm}:{actual}, not {digest}", detail={"digest": str(digest)}
             )
-        if await store.size(key) == state.offset:
-            # Stored already (content addressed): drop this copy.
+        placements = await self.store.placements_of(str(digest))
+        existing = placements.get(store.name) or key
+        if store.name in placements and await store.size(existing) == state.offset:
             if staging is not None:
                 await store.delete(staging)
             else:
                 await store.abort_upload(state.id, state.handle, parts)
-        elif staging is not None:
+            return existing
+        if staging is None:
+            return await store.complete_upload(state.id, state.handle, parts, key)
+        if store.derived_keys:
             await store.copy(staging, key)
             await store.delete(staging)
-        else:
-            await store.complete_upload(state.id, state.handle, parts, key)
+            return key
+        return staging
 
     # -- hashing -------------------------------------------------------------------------------
 

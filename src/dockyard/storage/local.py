@@ -17,6 +17,8 @@ READ_CHUNK = 1024 * 1024
 class LocalStore:
     """Objects are files under one directory. Durable: data is fsynced before it becomes visible."""
 
+    derived_keys = True
+
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
         self.root = root.resolve()
@@ -135,10 +137,11 @@ class LocalStore:
         async for chunk in self.read(upload_key(upload_id), 0, sum(part.size for part in parts)):
             yield chunk
 
-    async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> None:
+    async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> str:
         source, target = self._path(upload_key(upload_id)), self._path(key)
         size = sum(part.size for part in parts)
         await asyncio.to_thread(_commit, source, target, size)
+        return key
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
         await self.delete(upload_key(upload_id))

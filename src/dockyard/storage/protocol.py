@@ -49,6 +49,8 @@ class BlobStore(Protocol):
     """Byte-level storage for one location."""
 
     name: str
+    derived_keys: bool
+    """True when every blob lives at blob_key(digest) (then reads need no placement lookup)."""
 
     # -- objects -------------------------------------------------------------------------------
 
@@ -97,8 +99,12 @@ class BlobStore(Protocol):
     def read_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> AsyncIterator[bytes] | None:
         """Stream an unfinished upload's bytes, or None when the store cannot read them back."""
 
-    async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> None:
-        """Make `key` hold the upload's bytes, atomically, and release the upload's storage."""
+    async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> str:
+        """Make the upload's bytes an object, atomically; return its key.
+
+        The object is at `key` when the driver can choose (local disk renames there); object
+        stores that finish a multipart upload in place return the key it was begun under.
+        """
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
         """Release the upload's storage."""

@@ -39,6 +39,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_jobs_kind_state"), ["kind", "state"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_state_run_after"), ["state", "run_after"], unique=False)
 
+    with op.batch_alter_table("placements", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("key", sa.String(length=1024), nullable=True))
+
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("handle", sa.String(length=1024), server_default="", nullable=False))
         batch_op.add_column(sa.Column("parts", sa.Text(), server_default="[]", nullable=False))
@@ -51,6 +54,9 @@ def downgrade() -> None:
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_column("parts")
         batch_op.drop_column("handle")
+
+    with op.batch_alter_table("placements", schema=None) as batch_op:
+        batch_op.drop_column("key")
 
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_state_run_after"))
