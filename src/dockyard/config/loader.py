@@ -88,13 +88,14 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, *, origin: str)
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "union_tag_invalid":
-            message = (
-                f"unknown driver {error['input'].get('driver')!r}" if isinstance(error["input"], dict) else message
-            )
-        lines.append(f"{key}: {message}")
+        parts = [str(part) for part in error["loc"]]
+        if error["type"] == "union_tag_invalid":
+            parts.append("driver")
+            given = error["input"].get("driver") if isinstance(error["input"], dict) else None
+            message = f"unknown driver {given!r}"
+        else:
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            if parts[:2] == ["storage", "locations"] and len(parts) > 4:
+                del parts[3]  # the driver tag pydantic adds to the path of a discriminated union
+        lines.append(f"{'.'.join(parts) or '(top level)'}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

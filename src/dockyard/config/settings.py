@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,18 +37,78 @@ class LocalStorage(_Strict):
     root: Path | None = Field(None, description="Directory holding blobs. Default: <data-dir>/storage.")
 
 
-#: One location's driver and options; more drivers join this union, discriminated by `driver`.
-StorageLocation = LocalStorage
+class S3Storage(_Strict):
+    """Amazon S3 and S3-compatible stores (Ceph RGW, MinIO, SeaweedFS)."""
+
+    driver: Literal["s3"]
+    bucket: str = Field(description="Bucket holding the objects.")
+    endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store; default AWS.")
+    region: str = Field("us-east-1", description="Signing region.")
+    access_key: str | None = Field(None, description="Static access key; default: the AWS credential chain.")
+    secret_key: str | None = Field(None, description="Static secret key (with access_key).")
+    path_style: bool = Field(False, description="Path-style addressing (most S3-compatible stores need it).")
+    prefix: str = Field("", description="Key prefix inside the bucket.")
+    part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, description="Multipart part size in bytes.")
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> S3Storage:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key go together")
+        return self
+
+
+class AzureStorage(_Strict):
+    """Azure Blob Storage (block blobs, hot tier)."""
+
+    driver: Literal["azure"]
+    container: str = Field(description="Container holding the objects.")
+    account_name: str = Field(description="Storage account name.")
+    account_key: str = Field(description="Storage account key (base64).")
+    endpoint_url: str | None = Field(
+        None, description="Blob service URL; default https://<account>.blob.core.windows.net (Azurite: its URL)."
+    )
+    prefix: str = Field("", description="Key prefix inside the container.")
+
+
+class GcsStorage(_Strict):
+    """Google Cloud Storage."""
+
+    driver: Literal["gcs"]
+    bucket: str = Field(description="Bucket holding the objects.")
+    project: str | None = Field(None, description="Project of the bucket.")
+    credentials_file: Path | None = Field(
+        None, description="Service-account JSON key; default: application default credentials."
+    )
+    anonymous: bool = Field(False, description="No credentials (emulators only).")
+    endpoint_url: str | None = Field(None, description="API endpoint (emulators only).")
+    prefix: str = Field("", description="Key prefix inside the bucket.")
+
+
+#: One location's driver and options, chosen by `driver`; an unknown driver is an error.
+StorageLocation = Annotated[
+    LocalStorage | S3Storage | AzureStorage | GcsStorage,
+    Field(discriminator="driver"),
+]
+
+
+def _default_locations() -> dict[str, StorageLocation]:
+    return {"local": LocalStorage()}
 
 
 class StorageSettings(_Strict):
     locations: dict[str, StorageLocation] = Field(
-        default_factory=lambda: {"local": LocalStorage()},
+        default_factory=_default_locations,
         description="Named storage locations, each a driver and its options.",
     )
     preference: list[str] = Field(
         default_factory=lambda: ["local"], description="Locations this instance writes to and reads from, in order."
     )
+    redirect: bool = Field(
+        True,
+        description="Answer blob GETs with a 307 to a short-lived signed URL where the driver can sign one; "
+        "false proxies the bytes through Dockyard (for stores clients cannot reach).",
+    )
+    redirect_expiry_seconds: int = Field(300, ge=10, le=86400, description="Lifetime of signed URLs.")
 
     @model_validator(mode="after")
     def _preference_names_locations(self) -> StorageSettings:
