@@ -6,6 +6,7 @@ worker processes call `asgi_factory`, which reads the settings the parent serial
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -21,11 +22,13 @@ from dockyard.config import Settings
 from dockyard.db.accounts_store import AccountsStore
 from dockyard.db.engine import Database, create_serving_engine
 from dockyard.db.hot_reads import HotReads, open_hot_reads
+from dockyard.db.jobs_store import JobsStore
 from dockyard.db.locks import UploadLocks, open_upload_locks
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
 from dockyard.ops.routes import health_endtoend, health_instance, metrics
+from dockyard.queue import JobRunner
 from dockyard.registry.errors import error_response
 from dockyard.registry.routes import dispatch
 from dockyard.registry.token_endpoint import token_endpoint
@@ -34,6 +37,7 @@ from dockyard.services.blobs import BlobService, Locations
 from dockyard.services.context import Services
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.replication import ReplicationService
 from dockyard.services.uploads import UploadService
 from dockyard.storage import open_location
 
@@ -58,6 +62,20 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
     }
     locations = Locations(stores, settings.storage.preference)
     registry = settings.registry
+    jobs = JobsStore(database)
+    replication = ReplicationService(
+        store,
+        jobs,
+        locations,
+        replicate_to=settings.storage.replicate_to,
+        namespace_locations=settings.storage.namespace_locations,
+    )
+    runner = JobRunner(
+        jobs,
+        {replication.kind: replication.handle},
+        lease_seconds=settings.jobs.lease_seconds,
+        poll_seconds=settings.jobs.poll_seconds,
+    )
     return Services(
         authenticator=authenticator,
         policy=AccessPolicy(hot.access_facts if hot is not None else accounts.access_facts),
@@ -66,14 +84,22 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         base_url=settings.server.base_url,
         accounts=AccountService(accounts, authenticator, tokens),
         registry_store=store,
-        blobs=BlobService(store, locations),
+        blobs=BlobService(
+            store,
+            locations,
+            redirect=settings.storage.redirect,
+            redirect_expiry=settings.storage.redirect_expiry_seconds,
+        ),
         uploads=UploadService(store, locations, locks),
         manifests=ManifestService(
             store,
             max_bytes=registry.max_manifest_bytes,
             default_page=registry.default_page_size,
             max_page=registry.max_page_size,
+            replicate=replication.enabled,
         ),
+        replication=replication,
+        jobs=runner,
         health=HealthService(store, locations),
     )
 
@@ -92,7 +118,12 @@ def build_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        workers = asyncio.create_task(services.jobs.forever(stop)) if settings.jobs.run_in_server else None
         yield
+        stop.set()
+        if workers is not None:
+            await workers
         await services.close()
 
     app = Starlette(

@@ -324,4 +324,42 @@ def auth_rotate_key(config_file: Path | None, data_dir: Path | None) -> None:
     click.echo(run(config_file, data_dir, lambda s: s.accounts.rotate_signing_key()))
 
 
-COMMANDS = (user, org, team, robot, repo, perm, token, auth)
+@click.group()
+def replication() -> None:
+    """Geo-replication of blobs between storage locations."""
+
+
+@replication.command("status")
+@config_option
+@data_dir_option
+def replication_status(config_file: Path | None, data_dir: Path | None) -> None:
+    """Backlog, oldest pending job and blobs held per location."""
+    status = run(config_file, data_dir, lambda s: s.replication.status())
+    click.echo(f"backlog: {status.backlog} jobs pending (oldest since {_when(status.oldest_pending_ms)})")
+    click.echo(f"failed jobs: {status.failed}")
+    click.echo(f"blobs: {status.blobs}")
+    for name, held in status.held.items():
+        click.echo(f"location {name}: {held} held, {status.blobs - held} missing")
+
+
+@replication.command("run")
+@config_option
+@data_dir_option
+def replication_run(config_file: Path | None, data_dir: Path | None) -> None:
+    """Run every due background job now, then return."""
+    click.echo(f"ran {run(config_file, data_dir, lambda s: s.jobs.drain())} jobs")
+
+
+@click.command()
+@config_option
+@data_dir_option
+def worker(config_file: Path | None, data_dir: Path | None) -> None:
+    """Run background jobs (replication, …) until interrupted."""
+
+    async def forever(services: Services) -> None:
+        await services.jobs.forever(asyncio.Event())
+
+    run(config_file, data_dir, forever)
+
+
+COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker)

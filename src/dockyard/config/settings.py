@@ -109,14 +109,22 @@ class StorageSettings(_Strict):
         "false proxies the bytes through Dockyard (for stores clients cannot reach).",
     )
     redirect_expiry_seconds: int = Field(300, ge=10, le=86400, description="Lifetime of signed URLs.")
+    replicate_to: list[str] | None = Field(
+        None, description="Locations every blob must reach (default: all configured locations)."
+    )
+    namespace_locations: dict[str, list[str]] = Field(
+        default_factory=dict, description="Extra locations blobs of a namespace must reach, by namespace."
+    )
 
     @model_validator(mode="after")
     def _preference_names_locations(self) -> StorageSettings:
         if not self.preference:
             raise ValueError("preference must name at least one location")
-        for name in self.preference:
+        named = [*self.preference, *(self.replicate_to or [])]
+        named += [name for names in self.namespace_locations.values() for name in names]
+        for name in named:
             if name not in self.locations:
-                raise ValueError(f"preference names unknown location {name!r}")
+                raise ValueError(f"names unknown location {name!r}")
         return self
 
 
@@ -147,6 +155,14 @@ class AuthSettings(_Strict):
     failed_login_window_seconds: int = Field(300, ge=1, description="Window of the failed-login rate limit.")
 
 
+class JobSettings(_Strict):
+    run_in_server: bool = Field(
+        True, description="Run the background workers (replication, …) inside every `serve` worker process."
+    )
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="How often an idle worker looks for due jobs.")
+    lease_seconds: int = Field(300, ge=10, description="How long a claimed job is held before another may retry it.")
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log one line per request.")
@@ -159,6 +175,7 @@ class Settings(_Strict):
     storage: StorageSettings = StorageSettings()
     registry: RegistrySettings = RegistrySettings()
     auth: AuthSettings = AuthSettings()
+    jobs: JobSettings = JobSettings()
     log: LogSettings = LogSettings()
 
     @property

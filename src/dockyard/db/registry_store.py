@@ -14,6 +14,7 @@ from dockyard.db.accounts_store import apply_creation_rules
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.hot_reads import HotReads
+from dockyard.db.jobs_store import enqueue
 from dockyard.db.tables import (
     accounts,
     blobs,
@@ -33,6 +34,9 @@ from dockyard.db.tables import (
 from dockyard.domain.errors import ManifestBlobUnknown
 from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
 from dockyard.domain.names import namespace_of
+
+#: Job kind of blob replication.
+REPLICATE = "replicate"
 
 
 class RegistryStore:
@@ -276,8 +280,12 @@ class RegistryStore:
         child_digests: Sequence[str],
         tag: str | None,
         creator: int | None,
+        replicate: bool = False,
     ) -> None:
-        """Store a manifest with its edges and point `tag` at it, in one transaction."""
+        """Store a manifest with its edges and point `tag` at it, in one transaction.
+
+        With `replicate`, the same transaction enqueues a replication job per blob.
+        """
         now = now_ms()
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository, creator)
@@ -315,6 +323,16 @@ class RegistryStore:
                 await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
             if tag is not None:
                 await self._move_tag(conn, repo_id, tag, int(manifest_id), now)
+            if replicate:
+                namespace = namespace_of(repository)
+                for blob_digest in sorted(set(blob_digests)):
+                    await enqueue(
+                        conn,
+                        self.db.dialect,
+                        REPLICATE,
+                        {"digest": blob_digest, "namespace": namespace},
+                        dedupe_key=f"{REPLICATE}:{namespace}:{blob_digest}",
+                    )
 
     async def _blob_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
         wanted = set(digests)
@@ -512,6 +530,29 @@ class RegistryStore:
                 .order_by(manifests.c.created_at, manifests.c.id)
             )
             return [self._record(row) for row in rows]
+
+    async def blob_size(self, digest: str) -> int | None:
+        async with self.db.read() as conn:
+            size = await conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest))
+        return None if size is None else int(size)
+
+    async def add_placement(self, digest: str, location: str, key: str | None) -> None:
+        async with self.db.write() as conn:
+            blob_id = (await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one()
+            await conn.execute(
+                self._insert_ignore(
+                    placements,
+                    {"blob_id": blob_id, "location": location, "key": key, "created_at": now_ms()},
+                    ["blob_id", "location"],
+                )
+            )
+
+    async def placement_counts(self) -> tuple[int, dict[str, int]]:
+        """(blobs in all, blobs held per location)."""
+        async with self.db.read() as conn:
+            total = int(await conn.scalar(select(func.count()).select_from(blobs)) or 0)
+            rows = await conn.execute(select(placements.c.location, func.count()).group_by(placements.c.location))
+            return total, {row[0]: int(row[1]) for row in rows}
 
     async def ping(self) -> None:
         async with self.db.read() as conn:

@@ -70,6 +70,20 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
 
+        self.replication_backlog = Gauge(
+            "dockyard_replication_backlog_jobs",
+            "Replication jobs pending or running",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.location_blobs = Gauge(
+            "dockyard_location_blobs",
+            "Blobs held by each storage location",
+            ("location",),
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+
     def render(self) -> bytes:
         if self.multiprocess:
             registry = CollectorRegistry()

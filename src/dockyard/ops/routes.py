@@ -35,4 +35,8 @@ async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     registry_metrics: Metrics = request.app.state.metrics
     registry_metrics.upload_sessions.set(await services.uploads.open_sessions())
+    status = await services.replication.status()
+    registry_metrics.replication_backlog.set(status.backlog)
+    for name, held in status.held.items():
+        registry_metrics.location_blobs.labels(name).set(held)
     return Response(registry_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -173,7 +173,13 @@ def _json(value: object) -> bytes:
 async def _blob_get(request: Request, services: Services, name: str, digest: str) -> Response | ASGIApp:
     await allow(request, services, Action.PULL, name)
     head = request.method == "HEAD"
-    content = await services.blobs.content(name, digest, request.headers.get("range"))
+    content = await services.blobs.content(name, digest, request.headers.get("range"), head=head)
+    if content.redirect is not None:
+        # The client fetches the bytes (and its Range) from the store directly.
+        return Response(
+            status_code=307,
+            headers={**_BASE_HEADERS, "Location": content.redirect, "Docker-Content-Digest": content.digest},
+        )
     headers = {
         **_BASE_HEADERS,
         "Docker-Content-Digest": content.digest,

@@ -27,6 +27,8 @@ class BlobContent:
     partial: bool
     path: Path | None
     open_stream: Callable[[], AsyncIterator[bytes]]
+    redirect: str | None = None
+    """A signed URL to send the client to instead of the bytes."""
 
 
 class Locations:
@@ -68,9 +70,13 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
 
 
 class BlobService:
-    def __init__(self, store: RegistryStore, locations: Locations) -> None:
+    def __init__(
+        self, store: RegistryStore, locations: Locations, *, redirect: bool = True, redirect_expiry: int = 300
+    ) -> None:
         self.store = store
         self.locations = locations
+        self.redirect = redirect
+        self.redirect_expiry = redirect_expiry
 
     async def stat(self, repository: str, digest: str) -> BlobInfo:
         Digest.parse(digest)
@@ -79,13 +85,22 @@ class BlobService:
             raise BlobUnknown(f"blob {digest} is not in {repository}", detail={"digest": digest})
         return info
 
-    async def content(self, repository: str, digest: str, range_header: str | None) -> BlobContent:
+    async def content(
+        self, repository: str, digest: str, range_header: str | None, *, head: bool = False
+    ) -> BlobContent:
+        """What a GET (or HEAD) of the blob sends: a redirect to a signed URL, a file or a stream."""
         info = await self.stat(repository, digest)
         start, length, partial = 0, info.size, False
         if range_header:
             start, length = parse_range(range_header, info.size)
             partial = True
         location, key = await self.locations.for_read(self.store, digest)
+        redirect = None
+        if self.redirect and not head:
+            try:
+                redirect = await location.signed_url(key, expires_in=self.redirect_expiry)
+            except StorageError as exc:
+                raise StorageUnavailable(f"storage failed: {exc}") from exc
         path = location.local_path(key)
         if path is not None and not path.exists():
             raise StorageUnavailable(f"blob {digest} is missing from location {location.name}")
@@ -93,7 +108,7 @@ class BlobService:
         def open_stream() -> AsyncIterator[bytes]:
             return _guarded(location.read(key, start, length))
 
-        return BlobContent(digest, info.size, start, length, partial, path, open_stream)
+        return BlobContent(digest, info.size, start, length, partial, path, open_stream, redirect)
 
     async def delete(self, repository: str, digest: str) -> None:
         Digest.parse(digest)

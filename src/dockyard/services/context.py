@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from dockyard.auth import AccessPolicy, Authenticator, TokenService
 from dockyard.config.settings import AuthSettings
 from dockyard.db.registry_store import RegistryStore
+from dockyard.queue import JobRunner
 from dockyard.services.accounts import AccountService
 from dockyard.services.blobs import BlobService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.replication import ReplicationService
 from dockyard.services.uploads import UploadService
 
 
@@ -27,6 +29,8 @@ class Services:
     uploads: UploadService
     manifests: ManifestService
     health: HealthService
+    replication: ReplicationService
+    jobs: JobRunner
 
     async def close(self) -> None:
         await self.registry_store.close()

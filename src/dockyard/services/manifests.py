@@ -32,8 +32,11 @@ def _acceptable(media_type: str, accept: list[str]) -> bool:
 
 
 class ManifestService:
-    def __init__(self, store: RegistryStore, *, max_bytes: int, default_page: int, max_page: int) -> None:
+    def __init__(
+        self, store: RegistryStore, *, max_bytes: int, default_page: int, max_page: int, replicate: bool = False
+    ) -> None:
         self.store = store
+        self.replicate = replicate
         self.max_bytes = max_bytes
         self.default_page = default_page
         self.max_page = max_page
@@ -75,6 +78,7 @@ class ManifestService:
             child_digests=[d.digest for d in parsed.children],
             tag=tag,
             creator=creator,
+            replicate=self.replicate,
         )
         return PutResult(digest=str(digest), subject=subject)
 
