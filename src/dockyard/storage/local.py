@@ -21,9 +21,8 @@ class LocalStore:
 
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
+        # Nothing is touched here: a location that is down must not stop the server starting.
         self.root = root.resolve()
-        for sub in ("blobs", "uploads", "_health"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -38,6 +37,8 @@ class LocalStore:
             fd = os.open(self._path(key), os.O_RDONLY)
         except FileNotFoundError:
             raise ObjectMissing(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from exc
         loop = asyncio.get_running_loop()
         try:
             remaining = os.fstat(fd).st_size - offset if length is None else length
@@ -55,8 +56,10 @@ class LocalStore:
     async def size(self, key: str) -> int | None:
         try:
             return self._path(key).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key}: {exc.strerror}") from exc
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -70,9 +73,12 @@ class LocalStore:
 
     async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc.strerror}") from exc
         size = 0
         try:
             async for chunk in chunks:
@@ -108,7 +114,12 @@ class LocalStore:
     # -- uploads -------------------------------------------------------------------------------
 
     async def begin_upload(self, upload_id: str) -> str:
-        self._path(upload_key(upload_id)).touch()
+        path = self._path(upload_key(upload_id))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as exc:
+            raise StorageError(f"cannot begin upload: {exc.strerror}") from exc
         return ""
 
     async def write_part(
@@ -140,7 +151,10 @@ class LocalStore:
     async def complete_upload(self, upload_id: str, handle: str, parts: Sequence[Part], key: str) -> str:
         source, target = self._path(upload_key(upload_id)), self._path(key)
         size = sum(part.size for part in parts)
-        await asyncio.to_thread(_commit, source, target, size)
+        try:
+            await asyncio.to_thread(_commit, source, target, size)
+        except OSError as exc:
+            raise StorageError(f"cannot complete upload: {exc.strerror}") from exc
         return key
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
