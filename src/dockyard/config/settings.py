@@ -84,9 +84,31 @@ class GcsStorage(_Strict):
     prefix: str = Field("", description="Key prefix inside the bucket.")
 
 
+class SwiftStorage(_Strict):
+    """OpenStack Swift, with tempauth (v1) or Keystone v3."""
+
+    driver: Literal["swift"]
+    container: str = Field(description="Container holding the objects.")
+    auth_url: str = Field(description="Auth endpoint: tempauth `…/auth/v1.0` or Keystone `…/v3`.")
+    auth_version: Literal["1", "3"] = Field("3", description="1 = tempauth, 3 = Keystone v3.")
+    user: str = Field(description="User name (tempauth: `account:user`).")
+    key: str = Field(description="Password or tempauth key.")
+    project: str | None = Field(None, description="Keystone project name.")
+    user_domain: str = Field("Default", description="Keystone user domain.")
+    project_domain: str = Field("Default", description="Keystone project domain.")
+    region: str | None = Field(None, description="Keystone region of the object-store endpoint.")
+    temp_url_key: str | None = Field(
+        None, description="Account TempURL key for signed GETs (set on the account if absent there)."
+    )
+    segment_size: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024, description="Largest segment of a streamed or large object."
+    )
+    prefix: str = Field("", description="Key prefix inside the container.")
+
+
 #: One location's driver and options, chosen by `driver`; an unknown driver is an error.
 StorageLocation = Annotated[
-    LocalStorage | S3Storage | AzureStorage | GcsStorage,
+    LocalStorage | S3Storage | AzureStorage | GcsStorage | SwiftStorage,
     Field(discriminator="driver"),
 ]
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.config.settings import AzureStorage, GcsStorage, LocalStorage, S3Storage, StorageLocation
+from dockyard.config.settings import (
+    AzureStorage,
+    GcsStorage,
+    LocalStorage,
+    S3Storage,
+    StorageLocation,
+    SwiftStorage,
+)
 from dockyard.storage.local import LocalStore
 from dockyard.storage.protocol import BlobStore
 
@@ -27,4 +34,8 @@ def open_location(name: str, options: StorageLocation, data_dir: Path) -> BlobSt
         from dockyard.storage.gcs import GcsStore  # noqa: PLC0415
 
         return GcsStore(name, options)
+    if isinstance(options, SwiftStorage):
+        from dockyard.storage.swift import SwiftStore  # noqa: PLC0415
+
+        return SwiftStore(name, options)
     raise ValueError(f"storage.locations.{name}.driver: unknown driver {options.driver!r}")
