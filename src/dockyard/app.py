@@ -25,6 +25,7 @@ from dockyard.db.hot_reads import HotReads, open_hot_reads
 from dockyard.db.jobs_store import JobsStore
 from dockyard.db.locks import UploadLocks, open_upload_locks
 from dockyard.db.registry_store import RegistryStore
+from dockyard.db.tags_store import TagsStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
 from dockyard.ops.routes import health_endtoend, health_instance, metrics
@@ -38,6 +39,7 @@ from dockyard.services.context import Services
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
 from dockyard.services.replication import ReplicationService
+from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
 from dockyard.storage import open_location
 
@@ -70,6 +72,9 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         replicate_to=settings.storage.replicate_to,
         namespace_locations=settings.storage.namespace_locations,
     )
+    blob_service = BlobService(
+        store, locations, redirect=settings.storage.redirect, redirect_expiry=settings.storage.redirect_expiry_seconds
+    )
     runner = JobRunner(
         jobs,
         {replication.kind: replication.handle},
@@ -84,12 +89,7 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         base_url=settings.server.base_url,
         accounts=AccountService(accounts, authenticator, tokens),
         registry_store=store,
-        blobs=BlobService(
-            store,
-            locations,
-            redirect=settings.storage.redirect,
-            redirect_expiry=settings.storage.redirect_expiry_seconds,
-        ),
+        blobs=blob_service,
         uploads=UploadService(store, locations, locks),
         manifests=ManifestService(
             store,
@@ -97,7 +97,9 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
             default_page=registry.default_page_size,
             max_page=registry.max_page_size,
             replicate=replication.enabled,
+            config_reader=blob_service.read_small,
         ),
+        tags=TagService(TagsStore(database)),
         replication=replication,
         jobs=runner,
         health=HealthService(store, locations),

@@ -362,4 +362,110 @@ def worker(config_file: Path | None, data_dir: Path | None) -> None:
     run(config_file, data_dir, forever)
 
 
-COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker)
+@click.group()
+def tag() -> None:
+    """Tag history, restore, expiry and immutability."""
+
+
+@tag.command("history")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("name", metavar="TAG")
+@config_option
+@data_dir_option
+def tag_history(repository: str, name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Every manifest TAG pointed at, newest first."""
+    for event in run(config_file, data_dir, lambda s: s.tags.history(repository, name)):
+        flags = " immutable" if event.immutable else ""
+        click.echo(
+            f"{event.digest}\tfrom {_when(event.start_at)}\tuntil {_when(event.end_at)}"
+            f"\texpires {_when(event.expires_at)}{flags}"
+        )
+
+
+@tag.command("restore")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("name", metavar="TAG")
+@click.argument("digest")
+@config_option
+@data_dir_option
+def tag_restore(repository: str, name: str, digest: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Point TAG back at DIGEST (which it pointed at within the namespace's time-machine window)."""
+    run(config_file, data_dir, lambda s: s.tags.restore(repository, name, digest))
+    click.echo(f"{repository}:{name} -> {digest}")
+
+
+@tag.command("purge")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("name", metavar="TAG")
+@config_option
+@data_dir_option
+def tag_purge(repository: str, name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Delete TAG permanently, with its history: it cannot be restored."""
+    rows = run(config_file, data_dir, lambda s: s.tags.purge(repository, name))
+    click.echo(f"purged {repository}:{name} ({rows} history rows)")
+
+
+@tag.command("expire")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("name", metavar="TAG")
+@click.option("--in", "duration", help="Expire after this long (e.g. 12h, 30d, 2w).")
+@click.option("--clear", is_flag=True, help="Remove the tag's expiry.")
+@config_option
+@data_dir_option
+def tag_expire(
+    repository: str, name: str, duration: str | None, clear: bool, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Set or clear TAG's expiry; an expired tag disappears from listings and pulls."""
+    if clear == (duration is not None):
+        raise click.UsageError("give exactly one of --in DURATION or --clear")
+    when = run(config_file, data_dir, lambda s: s.tags.expire_in(repository, name, None if clear else duration))
+    click.echo(f"{repository}:{name} expires {_when(when)}")
+
+
+@tag.command("immutable")
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("name", metavar="TAG")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@config_option
+@data_dir_option
+def tag_immutable(repository: str, name: str, state: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Pin TAG (on): it can be neither moved nor deleted until turned off."""
+    run(config_file, data_dir, lambda s: s.tags.set_immutable(repository, name, state == "on"))
+    click.echo(f"{repository}:{name} immutable {state}")
+
+
+@repo.command("immutable-rule")
+@click.argument("action", type=click.Choice(["add", "remove", "list"]))
+@click.argument("repository", metavar="NAMESPACE/NAME")
+@click.argument("pattern", required=False)
+@config_option
+@data_dir_option
+def repo_immutable_rule(
+    action: str, repository: str, pattern: str | None, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Tags matching PATTERN (a glob such as v*) may be neither moved nor deleted."""
+    if action == "list":
+        for rule in run(config_file, data_dir, lambda s: s.tags.rules(repository)):
+            click.echo(rule)
+        return
+    if pattern is None:
+        raise click.UsageError("PATTERN is required")
+    if action == "add":
+        run(config_file, data_dir, lambda s: s.tags.add_rule(repository, pattern))
+    else:
+        run(config_file, data_dir, lambda s: s.tags.remove_rule(repository, pattern))
+    click.echo(f"{action} rule {pattern!r} on {repository}")
+
+
+@org.command("time-machine")
+@click.argument("namespace")
+@click.argument("window")
+@config_option
+@data_dir_option
+def org_time_machine(namespace: str, window: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Set how long deleted or moved tags of NAMESPACE (user or org) stay restorable (e.g. 14d, 0)."""
+    run(config_file, data_dir, lambda s: s.tags.set_window(namespace, window))
+    click.echo(f"time-machine window of {namespace}: {window}")
+
+
+COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker, tag)

@@ -35,6 +35,7 @@ FROM repositories r
 JOIN tags t ON t.repository_id = r.id
 JOIN manifests m ON m.id = t.manifest_id
 WHERE r.name = ? AND r.state = 'normal' AND t.name = ? AND t.end_at IS NULL AND m.deleted_at IS NULL
+  AND (t.expires_at IS NULL OR t.expires_at > ?)
 """
 
 _BY_DIGEST = """
@@ -88,7 +89,7 @@ class HotReads(abc.ABC):
     async def close(self) -> None: ...
 
     async def manifest_by_tag(self, repository: str, tag: str) -> ManifestRecord | None:
-        return _record(await self._one(_BY_TAG, (repository, tag)))
+        return _record(await self._one(_BY_TAG, (repository, tag, time.time_ns() // 1_000_000)))
 
     async def manifest_by_digest(self, repository: str, digest: str) -> ManifestRecord | None:
         return _record(await self._one(_BY_DIGEST, (repository, digest)))

@@ -31,7 +31,8 @@ from dockyard.db.tables import (
     teams,
     uploads,
 )
-from dockyard.domain.errors import ManifestBlobUnknown
+from dockyard.db.tags_store import end_tag, immutability_reason, live, move_tag
+from dockyard.domain.errors import Denied, ManifestBlobUnknown
 from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
 from dockyard.domain.names import namespace_of
 
@@ -281,6 +282,7 @@ class RegistryStore:
         tag: str | None,
         creator: int | None,
         replicate: bool = False,
+        expires_at: int | None = None,
     ) -> None:
         """Store a manifest with its edges and point `tag` at it, in one transaction.
 
@@ -322,7 +324,7 @@ class RegistryStore:
             else:
                 await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
             if tag is not None:
-                await self._move_tag(conn, repo_id, tag, int(manifest_id), now)
+                await move_tag(conn, repo_id, tag, int(manifest_id), now, expires_at=expires_at)
             if replicate:
                 namespace = namespace_of(repository)
                 for blob_digest in sorted(set(blob_digests)):
@@ -366,22 +368,6 @@ class RegistryStore:
             )
         return list(found.values())
 
-    async def _move_tag(self, conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int) -> None:
-        current = await conn.scalar(
-            select(tags.c.manifest_id).where(
-                tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None)
-            )
-        )
-        if current == manifest_id:
-            return
-        if current is not None:
-            await conn.execute(
-                update(tags)
-                .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
-                .values(end_at=now)
-            )
-        await conn.execute(insert(tags).values(repository_id=repo_id, name=tag, manifest_id=manifest_id, start_at=now))
-
     _MANIFEST_COLUMNS = (
         manifests.c.digest,
         manifests.c.media_type,
@@ -416,7 +402,7 @@ class RegistryStore:
                 repositories.c.name == repository,
                 repositories.c.state == "normal",
                 tags.c.name == tag,
-                tags.c.end_at.is_(None),
+                live(now_ms()),
                 manifests.c.deleted_at.is_(None),
             )
         )
@@ -446,12 +432,7 @@ class RegistryStore:
             repo_id = await self._repository_id(conn, repository)
             if repo_id is None:
                 return False
-            result = await conn.execute(
-                update(tags)
-                .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
-                .values(end_at=now_ms())
-            )
-            return bool(result.rowcount)
+            return await end_tag(conn, repo_id, tag, now_ms())
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Hide a manifest and end every live tag pointing at it."""
@@ -467,6 +448,10 @@ class RegistryStore:
             )
             if manifest_id is None:
                 return False
+            for tag in await conn.scalars(select(tags.c.name).where(tags.c.manifest_id == manifest_id, live(now))):
+                reason = await immutability_reason(conn, repo_id, tag, now)
+                if reason is not None:
+                    raise Denied(f"{reason}; the manifest it points at cannot be deleted", detail={"tag": tag})
             await conn.execute(
                 update(tags).where(tags.c.manifest_id == manifest_id, tags.c.end_at.is_(None)).values(end_at=now)
             )
@@ -478,7 +463,7 @@ class RegistryStore:
             repo_id = await self._repository_id(conn, repository)
             if repo_id is None:
                 return None
-            query = select(tags.c.name).where(tags.c.repository_id == repo_id, tags.c.end_at.is_(None))
+            query = select(tags.c.name).where(tags.c.repository_id == repo_id, live(now_ms()))
             if last:
                 query = query.where(tags.c.name > last)
             names = list((await conn.scalars(query.order_by(tags.c.name).limit(limit + 1))).all())

@@ -53,6 +53,7 @@ namespaces = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("kind", String(8), nullable=False, server_default="user"),
+    Column("time_machine_seconds", Integer, nullable=True),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -136,6 +137,8 @@ tags = Table(
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("start_at", BigInteger, nullable=False),
     Column("end_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("immutable", Boolean, nullable=False, server_default=false()),
     Index(
         "uq_tags_live",
         "repository_id",
@@ -281,4 +284,15 @@ jobs = Table(
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "state", "run_after"),
     Index(None, "kind", "state"),
+)
+
+
+immutability_rules = Table(
+    "immutability_rules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("pattern", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("repository_id", "pattern"),
 )

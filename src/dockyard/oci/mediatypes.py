@@ -23,3 +23,7 @@ NON_DISTRIBUTABLE: Final = frozenset(
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
     }
 )
+
+OCI_IMAGE_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+DOCKER_IMAGE_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
+IMAGE_CONFIGS: Final = frozenset({OCI_IMAGE_CONFIG, DOCKER_IMAGE_CONFIG})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 
@@ -19,18 +18,9 @@ from dockyard.domain.access import (
 )
 from dockyard.domain.errors import InvalidRequest, NotFound
 from dockyard.domain.names import namespace_of, validate_repository_name
+from dockyard.services.durations import parse_duration
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MIN_PASSWORD = 8
-
-
-def parse_duration(text: str) -> int:
-    """`90s`, `15m`, `12h`, `30d`, `2w` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None or int(match[1]) == 0:
-        raise InvalidRequest(f"invalid duration {text!r} (use e.g. 12h, 30d, 2w)")
-    return int(match[1]) * _UNITS[match[2]]
 
 
 class AccountService:

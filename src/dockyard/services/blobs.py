@@ -110,6 +110,17 @@ class BlobService:
 
         return BlobContent(digest, info.size, start, length, partial, path, open_stream, redirect)
 
+    async def read_small(self, digest: str, limit: int) -> bytes | None:
+        """The bytes of a small blob (an image config), None when absent or larger than `limit`."""
+        size = await self.store.blob_size(digest)
+        if size is None or size > limit:
+            return None
+        location, key = await self.locations.for_read(self.store, digest)
+        try:
+            return b"".join([chunk async for chunk in location.read(key)])
+        except StorageError as exc:
+            raise StorageUnavailable(f"storage failed: {exc}") from exc
+
     async def delete(self, repository: str, digest: str) -> None:
         Digest.parse(digest)
         if not await self.store.unlink_blob(repository, digest):

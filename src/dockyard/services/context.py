@@ -13,6 +13,7 @@ from dockyard.services.blobs import BlobService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
 from dockyard.services.replication import ReplicationService
+from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
 
 
@@ -30,6 +31,7 @@ class Services:
     manifests: ManifestService
     health: HealthService
     replication: ReplicationService
+    tags: TagService
     jobs: JobRunner
 
     async def close(self) -> None:

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.digest import Digest, looks_like_digest
-from dockyard.domain.errors import DigestInvalid, ManifestTooLarge, ManifestUnknown, NameUnknown
+from dockyard.domain.errors import (
+    DigestInvalid,
+    InvalidRequest,
+    ManifestInvalid,
+    ManifestTooLarge,
+    ManifestUnknown,
+    NameUnknown,
+)
 from dockyard.domain.models import Descriptor, ManifestRecord, Page
 from dockyard.domain.names import validate_tag
 from dockyard.oci import mediatypes as mt
-from dockyard.oci.manifest import descriptor_json, parse_manifest
+from dockyard.oci.manifest import ParsedManifest, descriptor_json, parse_manifest
+from dockyard.services.durations import parse_duration
+
+#: Image labels that set a tag's expiry at push.
+EXPIRY_LABEL = "dockyard.expires-after"
+QUAY_EXPIRY_LABEL = "quay.expires-after"
+_CONFIG_LIMIT = 4 * 1024 * 1024
+
+#: (digest, size limit) -> the blob's bytes, None when absent or too large.
+ConfigReader = Callable[[str, int], Awaitable[bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +50,18 @@ def _acceptable(media_type: str, accept: list[str]) -> bool:
 
 class ManifestService:
     def __init__(
-        self, store: RegistryStore, *, max_bytes: int, default_page: int, max_page: int, replicate: bool = False
+        self,
+        store: RegistryStore,
+        *,
+        max_bytes: int,
+        default_page: int,
+        max_page: int,
+        replicate: bool = False,
+        config_reader: ConfigReader | None = None,
     ) -> None:
         self.store = store
         self.replicate = replicate
+        self.config_reader = config_reader
         self.max_bytes = max_bytes
         self.default_page = default_page
         self.max_page = max_page
@@ -67,6 +92,7 @@ class ManifestService:
             digest = Digest.of(content)
         parsed = parse_manifest(content, content_type)
         subject = parsed.subject.digest if parsed.subject else None
+        expires_at = await self._expiry_from_labels(parsed) if tag is not None else None
         await self.store.put_manifest(
             repository,
             str(digest),
@@ -79,8 +105,29 @@ class ManifestService:
             tag=tag,
             creator=creator,
             replicate=self.replicate,
+            expires_at=expires_at,
         )
         return PutResult(digest=str(digest), subject=subject)
+
+    async def _expiry_from_labels(self, parsed: ParsedManifest) -> int | None:
+        """`dockyard.expires-after` (or `quay.expires-after`) in the image config sets the tag's expiry."""
+        if self.config_reader is None or parsed.config_media_type not in mt.IMAGE_CONFIGS or not parsed.blobs:
+            return None
+        raw = await self.config_reader(parsed.blobs[0].digest, _CONFIG_LIMIT)
+        if raw is None:
+            return None
+        try:
+            labels = (json.loads(raw).get("config") or {}).get("Labels") or {}
+        except (ValueError, AttributeError):
+            return None
+        value = labels.get(EXPIRY_LABEL) or labels.get(QUAY_EXPIRY_LABEL) if isinstance(labels, dict) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            seconds = parse_duration(value)
+        except InvalidRequest:
+            raise ManifestInvalid(f"label {EXPIRY_LABEL}={value!r} is not a duration like 12h, 30d, 2w") from None
+        return int((time.time() + seconds) * 1000)
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> ManifestRecord:
         if looks_like_digest(reference):

@@ -1,0 +1,233 @@
+"""Tag lifecycle: history, restore within the time-machine window, expiry, immutability.
+
+A tag is a sequence of history rows. The live row has no end and no past expiry; moving a tag
+ends its row and starts another, restoring adds a row pointing at an earlier manifest, and an
+expired row stays until it is ended on the next move (or by garbage collection).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dockyard.db.clock import now_ms
+from dockyard.db.engine import Database
+from dockyard.db.tables import immutability_rules, manifests, namespaces, repositories, tags
+from dockyard.domain.errors import AlreadyExists, Denied, ManifestUnknown, NotFound
+
+DEFAULT_TIME_MACHINE_SECONDS = 14 * 86400
+
+
+def live(now: int) -> Any:
+    """The SQL condition of a live tag row."""
+    return and_(tags.c.end_at.is_(None), or_(tags.c.expires_at.is_(None), tags.c.expires_at > now))
+
+
+@dataclass(frozen=True, slots=True)
+class TagEvent:
+    digest: str
+    start_at: int
+    end_at: int | None
+    expires_at: int | None
+    immutable: bool
+
+
+async def immutability_reason(conn: AsyncConnection, repo_id: int, tag: str, now: int) -> str | None:
+    """Why `tag` may not move or go (a rule or its own flag), or None."""
+    flagged = await conn.scalar(
+        select(tags.c.immutable).where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
+    )
+    if flagged:
+        return f"tag {tag!r} is marked immutable"
+    for pattern in await conn.scalars(
+        select(immutability_rules.c.pattern).where(immutability_rules.c.repository_id == repo_id)
+    ):
+        if fnmatch.fnmatchcase(tag, pattern):
+            return f"tag {tag!r} matches the immutability rule {pattern!r}"
+    return None
+
+
+async def move_tag(
+    conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int, *, expires_at: int | None = None
+) -> None:
+    """Point `tag` at `manifest_id`, keeping history; refused for immutable tags."""
+    row = (
+        await conn.execute(
+            select(tags.c.manifest_id, tags.c.expires_at, tags.c.immutable).where(
+                tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None)
+            )
+        )
+    ).first()
+    is_live = row is not None and (row.expires_at is None or row.expires_at > now)
+    if is_live and row is not None and row.manifest_id == manifest_id:
+        if expires_at is not None:
+            await conn.execute(
+                update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
+                .values(expires_at=expires_at)
+            )
+        return
+    if is_live:
+        reason = await immutability_reason(conn, repo_id, tag, now)
+        if reason is not None:
+            raise Denied(f"{reason}; it cannot be moved", detail={"tag": tag})
+    if row is not None:
+        # An expired row ends when it expired; a live one now.
+        ended = now if is_live else min(now, int(row.expires_at))
+        await conn.execute(
+            update(tags)
+            .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
+            .values(end_at=ended)
+        )
+    await conn.execute(
+        insert(tags).values(
+            repository_id=repo_id, name=tag, manifest_id=manifest_id, start_at=now, expires_at=expires_at
+        )
+    )
+
+
+async def end_tag(conn: AsyncConnection, repo_id: int, tag: str, now: int) -> bool:
+    """End the live row of `tag` (refused when immutable); False when there is none."""
+    reason = await immutability_reason(conn, repo_id, tag, now)
+    exists = await conn.scalar(select(tags.c.id).where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now)))
+    if exists is None:
+        return False
+    if reason is not None:
+        raise Denied(f"{reason}; it cannot be deleted", detail={"tag": tag})
+    await conn.execute(update(tags).where(tags.c.id == exists).values(end_at=now))
+    return True
+
+
+class TagsStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _repo(self, conn: AsyncConnection, repository: str) -> tuple[int, int]:
+        row = (
+            await conn.execute(
+                select(repositories.c.id, repositories.c.namespace_id).where(
+                    repositories.c.name == repository, repositories.c.state == "normal"
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no repository {repository}")
+        return int(row.id), int(row.namespace_id)
+
+    async def history(self, repository: str, tag: str) -> list[TagEvent]:
+        async with self.db.read() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            rows = await conn.execute(
+                select(tags.c.start_at, tags.c.end_at, tags.c.expires_at, tags.c.immutable, manifests.c.digest)
+                .join(manifests, manifests.c.id == tags.c.manifest_id)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+                .order_by(tags.c.start_at.desc(), tags.c.id.desc())
+            )
+            return [TagEvent(r.digest, int(r.start_at), r.end_at, r.expires_at, bool(r.immutable)) for r in rows]
+
+    async def window(self, conn: AsyncConnection, namespace_id: int) -> int:
+        seconds = await conn.scalar(select(namespaces.c.time_machine_seconds).where(namespaces.c.id == namespace_id))
+        return DEFAULT_TIME_MACHINE_SECONDS if seconds is None else int(seconds)
+
+    async def restore(self, repository: str, tag: str, digest: str) -> None:
+        """Point `tag` back at `digest`, which it pointed at within the namespace's window."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id, namespace_id = await self._repo(conn, repository)
+            since = now - await self.window(conn, namespace_id) * 1000
+            manifest_id = await conn.scalar(
+                select(tags.c.manifest_id)
+                .join(manifests, manifests.c.id == tags.c.manifest_id)
+                .where(
+                    tags.c.repository_id == repo_id,
+                    tags.c.name == tag,
+                    manifests.c.digest == digest,
+                    or_(tags.c.end_at.is_(None), tags.c.end_at >= since),
+                )
+                .limit(1)
+            )
+            if manifest_id is None:
+                raise ManifestUnknown(
+                    f"{repository}:{tag} did not point at {digest} within the time-machine window",
+                    detail={"tag": tag, "digest": digest},
+                )
+            await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
+            await move_tag(conn, repo_id, tag, int(manifest_id), now)
+
+    async def purge(self, repository: str, tag: str) -> int:
+        """Delete `tag` permanently: end it and drop its history, so it cannot be restored."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            await end_tag(conn, repo_id, tag, now)
+            result = await conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+            return int(result.rowcount)
+
+    async def set_expiry(self, repository: str, tag: str, expires_at: int | None) -> None:
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            result = await conn.execute(
+                update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
+                .values(expires_at=expires_at)
+            )
+            if not result.rowcount:
+                raise NotFound(f"no live tag {repository}:{tag}")
+
+    async def set_immutable(self, repository: str, tag: str, immutable: bool) -> None:
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            result = await conn.execute(
+                update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
+                .values(immutable=immutable)
+            )
+            if not result.rowcount:
+                raise NotFound(f"no live tag {repository}:{tag}")
+
+    async def add_rule(self, repository: str, pattern: str) -> None:
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            try:
+                await conn.execute(
+                    insert(immutability_rules).values(repository_id=repo_id, pattern=pattern, created_at=now_ms())
+                )
+            except IntegrityError:
+                raise AlreadyExists(f"rule {pattern!r} exists on {repository}") from None
+
+    async def remove_rule(self, repository: str, pattern: str) -> None:
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            result = await conn.execute(
+                delete(immutability_rules).where(
+                    immutability_rules.c.repository_id == repo_id, immutability_rules.c.pattern == pattern
+                )
+            )
+            if not result.rowcount:
+                raise NotFound(f"no rule {pattern!r} on {repository}")
+
+    async def rules(self, repository: str) -> list[str]:
+        async with self.db.read() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            return list(
+                await conn.scalars(
+                    select(immutability_rules.c.pattern)
+                    .where(immutability_rules.c.repository_id == repo_id)
+                    .order_by(immutability_rules.c.pattern)
+                )
+            )
+
+    async def set_window(self, namespace: str, seconds: int) -> None:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(namespaces).where(namespaces.c.name == namespace).values(time_machine_seconds=seconds)
+            )
+            if not result.rowcount:
+                raise NotFound(f"no namespace {namespace!r}")
