@@ -36,11 +36,11 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials, Credentials, Signing
-from google.oauth2 import credentials as oauth2_credentials
-from google.oauth2 import service_account
 from google.cloud import storage  # type: ignore[import-untyped]
 from google.cloud.storage import exceptions as storage_exceptions  # type: ignore[import-untyped]
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
+from google.oauth2 import credentials as oauth2_credentials
+from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 
 from dockyard.config.settings import GcsStorage
@@ -75,7 +75,7 @@ class GcsStore:
         self.name = name
         self.bucket_name = options.bucket
         self.prefix = _normal_prefix(options.prefix)
-        self._retry = DEFAULT_RETRY.with_timeout(retry_timeout)
+        self.retry_timeout = retry_timeout
         try:
             credentials, project = _credentials(options)
             client_options = {"api_endpoint": options.endpoint_url} if options.endpoint_url else None
@@ -89,6 +89,15 @@ class GcsStore:
         self._client._http.mount("http://", adapter)
         self._bucket = self._client.bucket(options.bucket)
 
+    @property
+    def retry_timeout(self) -> float:
+        """Seconds a call keeps retrying transient failures before it fails with StorageError."""
+        return float(self._retry.timeout)
+
+    @retry_timeout.setter
+    def retry_timeout(self, seconds: float) -> None:
+        self._retry = DEFAULT_RETRY.with_timeout(seconds)
+
     def _name(self, key: str) -> str:
         if not key or key.startswith("/"):
             raise StorageError(f"invalid key {key!r}")
@@ -97,9 +106,7 @@ class GcsStore:
     def _blob(self, key: str) -> Any:
         return self._bucket.blob(self._name(key))
 
-    async def _run(
-        self, what: str, function: Callable[..., T], *args: Any, missing: bool = True, **kwargs: Any
-    ) -> T:
+    async def _run(self, what: str, function: Callable[..., T], *args: Any, missing: bool = True, **kwargs: Any) -> T:
         """Run one blocking client call on a worker thread, translating its failures.
 
         A 404 means the object `what` is missing, or when not `missing` (writes) that the bucket is.
@@ -144,7 +151,7 @@ class GcsStore:
 
     def _open_download(self, key: str, offset: int, length: int | None) -> requests.Response | None:
         blob = self._blob(key)
-        url = blob._get_download_url(self._client)  # noqa: SLF001 - the plain media URL, no extra request
+        url = blob._get_download_url(self._client)  # the plain media URL, no extra request
         headers = {"Accept-Encoding": "identity"}
         if length is not None:
             headers["Range"] = f"bytes={offset}-{offset + length - 1}"
@@ -156,11 +163,11 @@ class GcsStore:
             if response.status_code == 416:
                 response.close()
                 if self._bucket.get_blob(blob.name, retry=self._retry, timeout=TIMEOUT) is None:
-                    raise api_exceptions.NotFound(f"{key} not found")
+                    raise ObjectMissing(key)
                 return None
             if response.status_code >= 400:
                 try:
-                    raise api_exceptions.from_http_response(response)
+                    raise api_exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
                 finally:
                     response.close()
             if "Range" in headers and response.status_code != 206:
@@ -258,9 +265,7 @@ class GcsStore:
             yield name
 
     async def _iter_names(self, prefix: str) -> AsyncIterator[str]:
-        listing = self._client.list_blobs(
-            self._bucket, prefix=self.prefix + prefix, retry=self._retry, timeout=TIMEOUT
-        )
+        listing = self._client.list_blobs(self._bucket, prefix=self.prefix + prefix, retry=self._retry, timeout=TIMEOUT)
         pages: Iterator[Any] = iter(listing.pages)
         while True:
             page = await self._run(f"listing {prefix!r}", next, pages, None)
@@ -277,7 +282,7 @@ class GcsStore:
         credentials and metadata-server (GCE/GKE) credentials cannot sign locally: then None,
         and the server streams the bytes itself.
         """
-        if not isinstance(self._credentials, Signing) or isinstance(self._credentials, AnonymousCredentials):
+        if not isinstance(self._credentials, Signing):
             return None
         url = await self._run(
             key,
@@ -297,8 +302,7 @@ class GcsStore:
         return f"{upload_key(upload_id)}/"
 
     async def begin_upload(self, upload_id: str) -> str:
-        self._components(upload_id)  # nothing to prepare: components are written by write_part
-        return ""
+        return ""  # nothing to prepare: each write_part writes its own component object
 
     async def write_part(
         self, upload_id: str, handle: str, parts: Sequence[Part], chunks: AsyncIterator[bytes]
@@ -401,10 +405,14 @@ def _credentials(options: GcsStorage) -> tuple[Credentials, str | None]:
     info = json.loads(Path(options.credentials_file).read_text())
     kind = info.get("type") if isinstance(info, dict) else None
     if kind == "service_account":
-        key: Credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        key: Credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=SCOPES
+        )
         return key, options.project or info.get("project_id")
     if kind == "authorized_user":
-        user = oauth2_credentials.Credentials.from_authorized_user_info(info, scopes=SCOPES)
+        user = oauth2_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+            info, scopes=SCOPES
+        )
         return user, options.project or info.get("quota_project_id")
     raise StorageError(
         f"{options.credentials_file}: credentials of type {kind!r} are not supported here; "
