@@ -57,7 +57,11 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         accounts, lifetime=auth.token_lifetime_seconds, refresh_lifetime=auth.refresh_token_lifetime_seconds
     )
     authenticator = Authenticator(
-        accounts, tokens, auth, hot.credential_state if hot is not None else accounts.credential_state
+        accounts,
+        tokens,
+        auth,
+        hot.credential_state if hot is not None else accounts.credential_state,
+        hot.failures if hot is not None else accounts.failures,
     )
     stores = {
         name: open_location(name, options, settings.data_dir) for name, options in settings.storage.locations.items()

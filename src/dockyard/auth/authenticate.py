@@ -19,6 +19,8 @@ from dockyard.domain.errors import TooManyRequests, Unauthorized
 
 #: (account_id, app_token_id) -> (enabled, epoch) of a live account, None when gone or revoked.
 CredentialState = Callable[[int, int | None], Awaitable[tuple[bool, int] | None]]
+#: ([user key, ip key], window ms) -> the highest failed-login count among them.
+FailureCount = Callable[[list[str], int], Awaitable[int]]
 
 _LOGIN_CACHE_SECONDS = 60
 _LOGIN_CACHE_SIZE = 10_000
@@ -35,9 +37,15 @@ class Authenticator:
     """
 
     def __init__(
-        self, store: AccountsStore, tokens: TokenService, settings: AuthSettings, state: CredentialState
+        self,
+        store: AccountsStore,
+        tokens: TokenService,
+        settings: AuthSettings,
+        state: CredentialState,
+        failures: FailureCount | None = None,
     ) -> None:
         self.store = store
+        self._failures = failures or store.failures
         self.tokens = tokens
         self.settings = settings
         self._state = state
@@ -66,15 +74,17 @@ class Authenticator:
             raise Unauthorized("these credentials are no longer valid")
 
     async def login(self, username: str, secret: str, client_ip: str) -> Principal:
+        window = self.settings.failed_login_window_seconds * 1000
+        keys = [f"user:{username}"[:400], f"ip:{client_ip}"]
+        # A locked-out user or address is refused even with valid (or cached) credentials, so a
+        # guessing client cannot tell right from wrong.
+        if await self._failures(keys, window) >= self.settings.max_failed_logins:
+            raise TooManyRequests("too many failed logins; try again later")
         cache_key = hashlib.sha256(f"{username}\0{secret}".encode()).hexdigest()
         cached = self._logins.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
             await self.check_live(cached[1])
             return cached[1]
-        window = self.settings.failed_login_window_seconds * 1000
-        keys = [f"user:{username}"[:400], f"ip:{client_ip}"]
-        if await self.store.failures(keys, window) >= self.settings.max_failed_logins:
-            raise TooManyRequests("too many failed logins; try again later")
         principal = await self._verify(username, secret)
         if principal is None:
             await self.store.record_failure(keys, window)

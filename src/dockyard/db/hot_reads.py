@@ -55,6 +55,7 @@ WHERE r.name = ? AND r.state = 'normal' AND b.digest = ?
 
 _ACCOUNT_STATE = "SELECT enabled, credential_epoch FROM accounts WHERE id = ?"
 _APP_TOKEN_STATE = "SELECT revoked_at, expires_at FROM app_tokens WHERE id = ?"  # noqa: S105 - SQL
+_FAILURES = "SELECT MAX(count) FROM login_failures WHERE key IN (?, ?) AND window_start > ?"
 _NAMESPACE = "SELECT id, kind FROM namespaces WHERE name = ?"
 _REPOSITORY = "SELECT id, visibility FROM repositories WHERE name = ? AND state = 'normal'"
 _ACCOUNT_NAMESPACE = "SELECT namespace_id FROM accounts WHERE id = ? AND kind = 'user'"
@@ -111,6 +112,12 @@ class HotReads(abc.ABC):
             if revoked_at is not None or (expires_at is not None and expires_at <= time.time() * 1000):
                 return None
         return bool(account[0]), int(account[1])
+
+    async def failures(self, keys: list[str], window_ms: int) -> int:
+        """The highest failed-login count among two keys (user, IP) within the window."""
+        user, ip = keys
+        row = await self._one(_FAILURES, (user, ip, time.time_ns() // 1_000_000 - window_ms))
+        return int(row[0]) if row is not None and row[0] is not None else 0
 
     async def access_facts(self, account_id: int | None, repository: str, namespace: str) -> AccessFacts:
         """The same facts as AccountsStore.access_facts, on the bare driver."""

@@ -196,6 +196,18 @@ class RegistryStore:
             await self._link(conn, repo_id, int(blob_id), now)
             return True
 
+    async def repositories_holding(self, digest: str, limit: int) -> list[str]:
+        query = (
+            select(repositories.c.name)
+            .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+            .join(blobs, blobs.c.id == repository_blobs.c.blob_id)
+            .where(blobs.c.digest == digest, repositories.c.state == "normal")
+            .order_by(repositories.c.name)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return list((await conn.scalars(query)).all())
+
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async with self.db.write() as conn:
             repo_id = await self._repository_id(conn, repository)

@@ -240,9 +240,13 @@ async def _upload_start(request: Request, services: Services, name: str, ref: st
     if mount:
         source = params.get("from")
         # A mount from a repository the caller cannot read is an ordinary upload, never an error
-        # that would reveal whether the blob exists there.
-        readable = source is None or (_valid_name(source) and await may(request, services, Action.PULL, source))
-        if readable and await services.uploads.mount(name, mount, source, creator=creator):
+        # that would reveal whether the blob exists there. Without `from`, the blob is mounted
+        # from a repository holding it that the caller may read, if there is one.
+        if source is None:
+            source = await _readable_holder(request, services, mount)
+        elif not (_valid_name(source) and await may(request, services, Action.PULL, source)):
+            source = None
+        if source is not None and await services.uploads.mount(name, mount, source, creator=creator):
             return _created_blob(name, mount)
     digest = params.get("digest")
     if digest:
@@ -252,6 +256,13 @@ async def _upload_start(request: Request, services: Services, name: str, ref: st
         return _created_blob(name, info.digest)
     state = await services.uploads.start(name, creator=creator)
     return Response(status_code=202, headers=_upload_headers(name, state.id, state.offset))
+
+
+async def _readable_holder(request: Request, services: Services, digest: str) -> str | None:
+    for holder in await services.uploads.holders(digest):
+        if await may(request, services, Action.PULL, holder):
+            return holder
+    return None
 
 
 async def _upload_status(request: Request, services: Services, name: str, upload_id: str) -> Response:

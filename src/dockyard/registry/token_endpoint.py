@@ -91,7 +91,8 @@ async def _oauth2(request: Request, services: Services) -> Response:
         "issued_at": _rfc3339(issued.issued_at),
         "scope": " ".join(scopes),
     }
-    if grant == "password" and fields.get("access_type") == "offline":
+    offline = fields.get("access_type") == "offline" or fields.get("offline_token") == "true"
+    if grant == "password" and offline:
         body["refresh_token"] = (await services.tokens.issue(principal, service, [], refresh=True)).token
     return _json(body)
 

@@ -128,6 +128,11 @@ class UploadService:
     async def open_sessions(self) -> int:
         return await self.store.count_uploads()
 
+    async def holders(self, digest_text: str, limit: int = 20) -> list[str]:
+        """Repositories the blob is readable in (at most `limit`), for a mount without `from`."""
+        Digest.parse(digest_text)
+        return await self.store.repositories_holding(digest_text, limit)
+
     async def mount(self, repository: str, digest_text: str, source: str | None, *, creator: int | None) -> bool:
         Digest.parse(digest_text)
         return await self.store.mount_blob(repository, digest_text, source, creator)
@@ -200,8 +205,9 @@ class UploadService:
             # The session moved between instances or the server restarted: hash the stored bytes.
             stream = store.read_upload(state.id, state.handle, parts)
             if stream is None:
-                staging = f"{upload_key(state.id)}.assembled"
-                await store.complete_upload(state.id, state.handle, parts, staging)
+                staging = await store.complete_upload(
+                    state.id, state.handle, parts, f"{upload_key(state.id)}.assembled"
+                )
                 stream = store.read(staging)
             actual = await _hash(stream, digest.algorithm)
         if actual != digest.hex:
