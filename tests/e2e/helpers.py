@@ -743,3 +743,62 @@ def get_blob_bytes(registry: RegistryServer, repo: str, digest: str) -> bytes:
     assert r.status_code == 200, f"GET blob {digest} -> {r.status_code}"
     assert sha256_bytes(r.content) == digest
     return r.content
+
+
+# --------------------------------------------------------------------------- Dockyard with a configuration file
+
+
+def start_configured_dockyard(
+    workdir: Path, config: Path, *, workers: int | None = None, port: int | None = None
+) -> RegistryServer:
+    """`dockyard serve --config CONFIG --data-dir WORKDIR/data` on 127.0.0.1; wait until GET /v2/ answers.
+
+    `port`: listen there (a restart on the port clients already know); when it is taken, or not
+    given, a free port. Raise RuntimeError with the server's output when it does not come up."""
+    binary = dockyard_binary()
+    if not binary.exists():
+        raise RuntimeError(f"dockyard executable not found at {binary} (set DOCKYARD_BIN)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    last_error = ""
+    for attempt in range(3):
+        chosen = port if (port is not None and attempt == 0) else free_port()
+        cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(chosen)]
+        cmd += ["--config", str(config), "--data-dir", str(data_dir)]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
+        stamp = f"{int(time.time() * 1000)}-{attempt}"
+        stderr_path = workdir / f"server-{stamp}.stderr"
+        stdout_path = workdir / f"server-{stamp}.stdout"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,
+                env=server_env(),
+                start_new_session=True,
+            )
+        server = RegistryServer("dockyard", chosen, proc, workdir, stderr_path)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"{server.url}/v2/", timeout=2).status_code
+                if status in (200, 401):
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        exited = proc.poll()
+        server.stop()
+        why = f"exited with code {exited}" if exited is not None else f"no 200/401 on GET /v2/ (last {status})"
+        last_error = (
+            f"dockyard on {server.host} {why}\ncommand: {' '.join(cmd)}\n--- stderr ---\n{server.stderr_text()}\n"
+            f"--- stdout ---\n{_tail(stdout_path.read_text(errors='replace'))}"
+        )
+        if "address already in use" not in last_error.lower():
+            break
+    raise RuntimeError(last_error)

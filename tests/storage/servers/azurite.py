@@ -88,13 +88,16 @@ def _create_container(endpoint: str) -> None:
 
 
 @contextlib.contextmanager
-def server(workdir: Path) -> Iterator[dict[str, Any]]:
-    """Run Azurite with its data under `workdir`; yield the `azure` location options."""
+def server(workdir: Path, port: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run Azurite with its data under `workdir`; yield the `azure` location options.
+
+    Give the `port` of an earlier run on the same `workdir` to restart that store.
+    """
     binary = install()
     data = workdir / "azurite"
     data.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "azurite.log"
-    port = _free_port()
+    port = port or _free_port()
     endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
