@@ -7,14 +7,15 @@ import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from dockyard.app import admin_services
 from dockyard.config import Settings
 from dockyard.domain.errors import DockyardError
-from dockyard.services.context import Services
+
+if TYPE_CHECKING:
+    from dockyard.services.context import Services
 
 T = TypeVar("T")
 
@@ -28,6 +29,8 @@ data_dir_option = click.option(
 
 def run(config_file: Path | None, data_dir: Path | None, action: Callable[[Services], Awaitable[T]]) -> T:
     """Run one action with services built from the same configuration `serve` would use."""
+    # Imported here: the application takes most of a command's start-up, and --help needs none of it.
+    from dockyard.app import admin_services  # noqa: PLC0415
     from dockyard.cli.main import prepare_schema, settings_from  # noqa: PLC0415 - avoids an import cycle
 
     settings: Settings = settings_from(config_file, data_dir=data_dir)
