@@ -85,24 +85,26 @@ class PostgresLocks:
         return self._conn
 
     async def acquire(self, upload_id: str) -> bool:
-        if upload_id in self._held:
-            return False
+        # Advisory locks are re-entrant within a session, and every request of this process shares
+        # the one session: the in-process set must be checked and updated under the mutex.
         async with self._mutex:
+            if upload_id in self._held:
+                return False
             conn = await self._connection()
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(upload_id),))
             row = await cursor.fetchone()
-        if row is None or not row[0]:
-            return False
-        self._held.add(upload_id)
-        return True
+            if row is None or not row[0]:
+                return False
+            self._held.add(upload_id)
+            return True
 
     async def release(self, upload_id: str) -> None:
-        if upload_id not in self._held:
-            return
-        self._held.discard(upload_id)
         async with self._mutex:
+            if upload_id not in self._held:
+                return
             conn = await self._connection()
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_key(upload_id),))
+            self._held.discard(upload_id)
 
     async def close(self) -> None:
         if self._conn is not None:
