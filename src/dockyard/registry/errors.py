@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from starlette.responses import Response
 
 from dockyard.domain import errors as e
+
+log = logging.getLogger("dockyard.registry")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 
@@ -56,6 +59,9 @@ def status_and_code(error: e.DockyardError) -> tuple[int, str]:
 
 def error_response(error: e.DockyardError, headers: dict[str, str] | None = None) -> Response:
     status, code = status_and_code(error)
+    if status >= 500:
+        # The client sees a retriable error; operators need to see why.
+        log.warning("%s %s: %s", status, code, error.message, exc_info=error.__cause__)
     merged = {API_VERSION_HEADER[0]: API_VERSION_HEADER[1], **(headers or {})}
     if status == 503:
         merged.setdefault("Retry-After", "1")
