@@ -41,15 +41,17 @@ class Locations:
 
     async def for_read(self, store: RegistryStore, digest: str) -> tuple[BlobStore, str]:
         """The location to read `digest` from (first preferred that holds it) and its key there."""
-        derived = blob_key(Digest.parse(digest))
         if len(self.stores) == 1 and self.primary.derived_keys:
-            return self.primary, derived
-        held = await store.placements_of(digest)
+            return self.primary, blob_key(Digest.parse(digest))
+        return self.choose(digest, await store.placements_of(digest))
+
+    def choose(self, digest: str, held: dict[str, str | None]) -> tuple[BlobStore, str]:
+        """Of the locations holding `digest` (location -> key), the first preferred, else any."""
         names = [name for name in self.preference if name in held]
         names += sorted(name for name in held if name in self.stores and name not in names)
         if not names:
             raise StorageUnavailable(f"no configured location holds {digest}")
-        return self.stores[names[0]], held[names[0]] or derived
+        return self.stores[names[0]], held[names[0]] or blob_key(Digest.parse(digest))
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:

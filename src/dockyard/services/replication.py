@@ -64,12 +64,9 @@ class ReplicationService:
         if not missing:
             return
         size = await self.store.blob_size(str(digest))
-        sources = [name for name in self.locations.preference if name in held]
-        sources += sorted(name for name in held if name in self.locations.stores and name not in sources)
-        if size is None or not sources:
-            raise RuntimeError(f"no reachable location holds {digest}")
-        source = self.locations.stores[sources[0]]
-        source_key = held[sources[0]] or blob_key(digest)
+        if size is None:
+            raise RuntimeError(f"blob {digest} is not recorded")
+        source, source_key = self.locations.choose(str(digest), held)
         for name in missing:
             await self._copy(digest, size, source, source_key, self.locations.stores[name])
             await self.store.add_placement(str(digest), name, None)
