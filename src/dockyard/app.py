@@ -75,6 +75,7 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         locations,
         replicate_to=settings.storage.replicate_to,
         namespace_locations=settings.storage.namespace_locations,
+        locks=locks,
     )
     blob_service = BlobService(
         store, locations, redirect=settings.storage.redirect, redirect_expiry=settings.storage.redirect_expiry_seconds

@@ -32,12 +32,15 @@ from dockyard.db.tables import (
     uploads,
 )
 from dockyard.db.tags_store import end_tag, immutability_reason, live, move_tag
+from dockyard.db.usage import charge
 from dockyard.domain.errors import Denied, ManifestBlobUnknown
 from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
 from dockyard.domain.names import namespace_of
 
 #: Job kind of blob replication.
 REPLICATE = "replicate"
+#: Job kind of purging a repository marked for deletion.
+PURGE_REPOSITORY = "purge-repository"
 
 
 class RegistryStore:
@@ -83,6 +86,31 @@ class RegistryStore:
         if result.rowcount:
             await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
         return int(repo_id)
+
+    @staticmethod
+    async def _namespace_id(conn: AsyncConnection, repo_id: int) -> int:
+        return int(
+            (await conn.execute(select(repositories.c.namespace_id).where(repositories.c.id == repo_id))).scalar_one()
+        )
+
+    async def _claim_blob(self, conn: AsyncConnection, digest: str, size: int, now: int) -> int:
+        """The blob row's id, created if absent, touched so that GC keeps it past this transaction.
+
+        The touch is an update of the row itself: a collector deleting it concurrently either
+        waits and then sees the fresh touch time (and skips it), or has committed first, and the
+        row is inserted again.
+        """
+        while True:
+            touched = await conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
+            if touched.rowcount:
+                return int((await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one())
+            inserted = await conn.execute(
+                self._insert_ignore(
+                    blobs, {"digest": digest, "size": size, "created_at": now, "touched_at": now}, ["digest"]
+                )
+            )
+            if inserted.rowcount:
+                return int((await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one())
 
     @staticmethod
     async def _repository_id(conn: AsyncConnection, name: str) -> int | None:
@@ -140,14 +168,14 @@ class RegistryStore:
         upload_id: str | None,
         creator: int | None,
     ) -> None:
-        """Make a stored blob visible in `repository` (and drop the finished upload) atomically."""
+        """Make a stored blob visible in `repository` (and drop the finished upload) atomically.
+
+        QuotaExceeded (nothing recorded) when the blob would take the namespace past its quota.
+        """
         now = now_ms()
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository, creator)
-            await conn.execute(
-                self._insert_ignore(blobs, {"digest": digest, "size": size, "created_at": now}, ["digest"])
-            )
-            blob_id = (await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one()
+            blob_id = await self._claim_blob(conn, digest, size, now)
             await conn.execute(
                 self._insert_ignore(
                     placements,
@@ -155,7 +183,8 @@ class RegistryStore:
                     ["blob_id", "location"],
                 )
             )
-            await self._link(conn, repo_id, int(blob_id), now)
+            await self._link(conn, repo_id, blob_id, now)
+            await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, size, now)
             if upload_id is not None:
                 await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
 
@@ -179,7 +208,7 @@ class RegistryStore:
         """Link an existing blob into `repository`; from `source` only, or from anywhere when None."""
         now = now_ms()
         async with self.db.write() as conn:
-            query = select(blobs.c.id).where(blobs.c.digest == digest)
+            query = select(blobs.c.id, blobs.c.size).where(blobs.c.digest == digest)
             if source is not None:
                 query = (
                     query.join(repository_blobs, repository_blobs.c.blob_id == blobs.c.id)
@@ -189,11 +218,15 @@ class RegistryStore:
                     )
                     .where(repositories.c.state == "normal")
                 )
-            blob_id = await conn.scalar(query.limit(1))
-            if blob_id is None:
+            row = (await conn.execute(query.limit(1))).first()
+            if row is None:
                 return False
+            touched = await conn.execute(update(blobs).where(blobs.c.id == row.id).values(touched_at=now))
+            if not touched.rowcount:
+                return False  # collected meanwhile: the client uploads it instead
             repo_id = await self._ensure_repository(conn, repository, creator)
-            await self._link(conn, repo_id, int(blob_id), now)
+            await self._link(conn, repo_id, int(row.id), now)
+            await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, int(row.size), now)
             return True
 
     async def repositories_holding(self, digest: str, limit: int) -> list[str]:
@@ -305,9 +338,18 @@ class RegistryStore:
             repo_id = await self._ensure_repository(conn, repository, creator)
             blob_ids = await self._blob_ids_in(conn, repo_id, blob_digests)
             child_ids = await self._manifest_ids_in(conn, repo_id, child_digests)
-            manifest_id = await conn.scalar(
-                select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            # Re-pushing a known manifest revives it; the update also tells a concurrent collector
+            # (through touched_at) that it is referenced again.
+            revived = await conn.execute(
+                update(manifests)
+                .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                .values(deleted_at=None, touched_at=now)
             )
+            manifest_id = None
+            if revived.rowcount:
+                manifest_id = await conn.scalar(
+                    select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                )
             if manifest_id is None:
                 manifest_id = (
                     await conn.execute(
@@ -321,6 +363,7 @@ class RegistryStore:
                             size=len(content),
                             content=content,
                             created_at=now,
+                            touched_at=now,
                         )
                         .returning(manifests.c.id)
                     )
@@ -333,8 +376,7 @@ class RegistryStore:
                     await conn.execute(
                         insert(manifest_children), [{"parent_id": manifest_id, "child_id": c} for c in child_ids]
                     )
-            else:
-                await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
+            await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, len(content), now)
             if tag is not None:
                 await move_tag(conn, repo_id, tag, int(manifest_id), now, expires_at=expires_at)
             if replicate:
@@ -361,6 +403,15 @@ class RegistryStore:
         missing = sorted(wanted - found.keys())
         if missing:
             raise ManifestBlobUnknown(f"blob {missing[0]} is not in the repository", detail={"digest": missing[0]})
+        # Renew the links: a collector dropping one concurrently either sees the renewal or has
+        # committed first, and then the count tells.
+        renewed = await conn.execute(
+            update(repository_blobs)
+            .where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id.in_(found.values()))
+            .values(created_at=now_ms())
+        )
+        if renewed.rowcount != len(found):
+            raise ManifestBlobUnknown("a blob of the manifest was collected meanwhile; push it again")
         return list(found.values())
 
     async def _manifest_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
@@ -378,6 +429,13 @@ class RegistryStore:
             raise ManifestBlobUnknown(
                 f"child manifest {missing[0]} is not in the repository", detail={"digest": missing[0]}
             )
+        touched = await conn.execute(
+            update(manifests)
+            .where(manifests.c.id.in_(found.values()), manifests.c.deleted_at.is_(None))
+            .values(touched_at=now_ms())
+        )
+        if touched.rowcount != len(found):
+            raise ManifestBlobUnknown("a child manifest was collected meanwhile; push it again")
         return list(found.values())
 
     _MANIFEST_COLUMNS = (
@@ -533,9 +591,12 @@ class RegistryStore:
             size = await conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest))
         return None if size is None else int(size)
 
-    async def add_placement(self, digest: str, location: str, key: str | None) -> None:
+    async def add_placement(self, digest: str, location: str, key: str | None) -> bool:
+        """Record that `location` holds the blob; False when the blob is no longer recorded."""
         async with self.db.write() as conn:
-            blob_id = (await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one()
+            blob_id = await conn.scalar(select(blobs.c.id).where(blobs.c.digest == digest))
+            if blob_id is None:
+                return False
             await conn.execute(
                 self._insert_ignore(
                     placements,
@@ -543,6 +604,7 @@ class RegistryStore:
                     ["blob_id", "location"],
                 )
             )
+            return True
 
     async def placement_counts(self) -> tuple[int, dict[str, int]]:
         """(blobs in all, blobs held per location)."""

@@ -13,6 +13,12 @@ manifest_children    edges index -> child manifests (same repository)
 tags                 history rows (repository, name, manifest, start_at, end_at); the live tag
                      is the row with end_at IS NULL (unique per repository and name)
 uploads              in-progress upload sessions; the bytes live in storage under uploads/<id>
+storage_deletions    storage objects whose rows garbage collection removed, deleted from storage
+                     only after that commit and a re-check that no placement names them again
+namespace_usage_items  what a namespace's quota counts: each blob or manifest digest once
+namespace_usage      the namespace's bytes in use, spread over a few shard rows (no hot row)
+prune_policies       per-namespace or per-repository tag retention rules
+audit_log            who did what, when, from where
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ namespaces = Table(
     Column("name", String(255), nullable=False, unique=True),
     Column("kind", String(8), nullable=False, server_default="user"),
     Column("time_machine_seconds", Integer, nullable=True),
+    Column("state", String(16), nullable=False, server_default="normal"),
+    Column("quota_bytes", BigInteger, nullable=True),
+    Column("quota_warn_percent", Integer, nullable=True),
+    Column("quota_reject_percent", Integer, nullable=True),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -75,6 +85,8 @@ blobs = Table(
     Column("digest", DIGEST, nullable=False, unique=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Set by every new reference (link, mount); GC deletes only rows untouched for the grace period.
+    Column("touched_at", BigInteger, nullable=False, server_default="0"),
 )
 
 placements = Table(
@@ -108,7 +120,11 @@ manifests = Table(
     Column("content", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("deleted_at", BigInteger, nullable=True),
+    # Set by every new reference (tag, parent index, re-push); GC deletes only rows untouched
+    # for the grace period.
+    Column("touched_at", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("repository_id", "digest"),
+    Index(None, "digest"),
     Index(None, "repository_id", "subject_digest"),
 )
 
@@ -149,6 +165,8 @@ tags = Table(
     ),
     Index(None, "repository_id", "name", "start_at"),
     Index(None, "manifest_id"),
+    Index(None, "end_at"),
+    Index(None, "expires_at"),
 )
 
 uploads = Table(
@@ -295,4 +313,63 @@ immutability_rules = Table(
     Column("pattern", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("repository_id", "pattern"),
+)
+
+
+storage_deletions = Table(
+    "storage_deletions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", DIGEST, nullable=False, index=True),
+    Column("location", String(64), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+namespace_usage_items = Table(
+    "namespace_usage_items",
+    metadata,
+    Column("namespace_id", Integer, ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("touched_at", BigInteger, nullable=False),
+)
+
+namespace_usage = Table(
+    "namespace_usage",
+    metadata,
+    Column("namespace_id", Integer, ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
+)
+
+prune_policies = Table(
+    "prune_policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("namespace_id", Integer, ForeignKey("namespaces.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("keep_count", Integer, nullable=True),
+    Column("older_than_seconds", BigInteger, nullable=True),
+    Column("tag_pattern", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("performer", String(300), nullable=True),
+    Column("namespace", String(255), nullable=True),
+    Column("repository", String(255), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Index(None, "namespace", "created_at"),
+    Index(None, "repository", "created_at"),
+    Index(None, "kind", "created_at"),
+    Index(None, "created_at"),
 )

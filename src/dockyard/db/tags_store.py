@@ -156,7 +156,11 @@ class TagsStore:
                     f"{repository}:{tag} did not point at {digest} within the time-machine window",
                     detail={"tag": tag, "digest": digest},
                 )
-            await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None))
+            revived = await conn.execute(
+                update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=None, touched_at=now)
+            )
+            if not revived.rowcount:
+                raise ManifestUnknown(f"{digest} was collected meanwhile", detail={"tag": tag, "digest": digest})
             await move_tag(conn, repo_id, tag, int(manifest_id), now)
 
     async def purge(self, repository: str, tag: str) -> int:

@@ -110,3 +110,11 @@ class NotFound(DockyardError):
 
 class InvalidRequest(DockyardError):
     """A request or command is malformed (bad name, bad role, bad duration)."""
+
+
+class QuotaExceeded(Denied):
+    """The change would take the namespace's storage past its quota's reject threshold."""
+
+
+class Busy(DockyardError):
+    """A resource stayed locked by other work for too long; the request may be retried."""

@@ -36,6 +36,7 @@ OCI_ERRORS: dict[type[e.DockyardError], tuple[int, str]] = {
     e.Denied: (403, "DENIED"),
     e.TooManyRequests: (429, "TOOMANYREQUESTS"),
     e.StorageUnavailable: (503, "UNAVAILABLE"),
+    e.Busy: (503, "UNAVAILABLE"),
     e.InvalidRequest: (400, "INVALID_REQUEST"),
     e.NotFound: (404, "NOT_FOUND"),
     e.AlreadyExists: (409, "CONFLICT"),

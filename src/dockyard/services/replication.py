@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.db.jobs_store import JobsStore
+from dockyard.db.locks import UploadLocks, digest_held
 from dockyard.db.registry_store import REPLICATE, RegistryStore
 from dockyard.domain.digest import Digest
 from dockyard.services.blobs import Locations
@@ -40,7 +41,9 @@ class ReplicationService:
         *,
         replicate_to: list[str] | None,
         namespace_locations: dict[str, list[str]],
+        locks: UploadLocks,
     ) -> None:
+        self.locks = locks
         self.store = store
         self.jobs = jobs
         self.locations = locations
@@ -56,20 +59,26 @@ class ReplicationService:
         return self.base | self.per_namespace.get(namespace, set())
 
     async def handle(self, payload: dict[str, Any]) -> None:
-        """Copy one blob to every required location lacking it. Idempotent."""
+        """Copy one blob to every required location lacking it. Idempotent.
+
+        The digest's lock is held shared throughout: garbage collection (exclusive) cannot
+        delete the source or the copy between the copy and its record.
+        """
         digest = Digest.parse(str(payload["digest"]))
         required = self.required(str(payload.get("namespace", "")))
-        held = await self.store.placements_of(str(digest))
-        missing = sorted(name for name in required if name not in held and name in self.locations.stores)
-        if not missing:
-            return
-        size = await self.store.blob_size(str(digest))
-        if size is None:
-            raise RuntimeError(f"blob {digest} is not recorded")
-        source, source_key = self.locations.choose(str(digest), held)
-        for name in missing:
-            await self._copy(digest, size, source, source_key, self.locations.stores[name])
-            await self.store.add_placement(str(digest), name, None)
+        async with digest_held(self.locks, str(digest), shared=True, wait=600.0):
+            held = await self.store.placements_of(str(digest))
+            missing = sorted(name for name in required if name not in held and name in self.locations.stores)
+            size = await self.store.blob_size(str(digest))
+            if not missing or size is None:
+                return  # complete, or collected since the job was queued
+            source, source_key = self.locations.choose(str(digest), held)
+            for name in missing:
+                target = self.locations.stores[name]
+                await self._copy(digest, size, source, source_key, target)
+                if not await self.store.add_placement(str(digest), name, None):
+                    await target.delete(blob_key(digest))
+                    return
 
     @staticmethod
     async def _copy(digest: Digest, size: int, source: BlobStore, key: str, target: BlobStore) -> None:

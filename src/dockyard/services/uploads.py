@@ -17,13 +17,15 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from dockyard.db.locks import UploadLocks
+from dockyard.db.locks import UploadLocks, digest_held
 from dockyard.db.registry_store import RegistryStore
 from dockyard.domain.digest import Digest
 from dockyard.domain.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
+    Busy,
     DigestInvalid,
+    QuotaExceeded,
     RangeNotSatisfiable,
     StorageUnavailable,
 )
@@ -97,16 +99,26 @@ class UploadService:
             raise
         async with self._hold(repository, upload_id) as held:
             state = await self._write(held, body, start=None, length=length, algorithm=digest.algorithm)
-            key = await _storage(self._commit(state, digest))
-        await self.store.record_blob(
-            repository,
-            str(digest),
-            state.offset,
-            state.location,
-            key=None if key == blob_key(digest) else key,
-            upload_id=upload_id,
-            creator=creator,
-        )
+            # The digest's lock, exclusive, keeps garbage collection from deleting the object
+            # between the check for an existing copy and the record of this one.
+            async with self._digest_lock(str(digest)):
+                key, reused = await _storage(self._commit(state, digest))
+                try:
+                    await self.store.record_blob(
+                        repository,
+                        str(digest),
+                        state.offset,
+                        state.location,
+                        key=None if key == blob_key(digest) else key,
+                        upload_id=upload_id,
+                        creator=creator,
+                    )
+                except QuotaExceeded:
+                    if not reused:
+                        await _storage(self.locations.stores[state.location].delete(key))
+                    self._hashers.pop(upload_id, None)
+                    await self.store.delete_upload(upload_id)
+                    raise
         self._hashers.pop(upload_id, None)
         return BlobInfo(digest=str(digest), size=state.offset, key=blob_key(digest))
 
@@ -189,10 +201,19 @@ class UploadService:
             state.id, state.repository, offset, state.location, state.created_at, state.handle, _parts_json(parts)
         )
 
-    async def _commit(self, state: UploadState, digest: Digest) -> str:
-        """Verify the bytes against `digest`, then make them the blob's object; return its key.
+    @contextlib.asynccontextmanager
+    async def _digest_lock(self, digest: str) -> AsyncIterator[None]:
+        try:
+            async with digest_held(self.locks, digest, shared=False, wait=120.0):
+                yield
+        except TimeoutError as exc:
+            raise Busy(str(exc)) from exc
 
-        When the location holds the blob already (content addressed), this copy is dropped.
+    async def _commit(self, state: UploadState, digest: Digest) -> tuple[str, bool]:
+        """Verify the bytes against `digest`, then make them the blob's object.
+
+        Return its key, and whether that is an object the location held already (content
+        addressed: this copy is then dropped).
         """
         store = self.locations.stores[state.location]
         parts = _parts(state)
@@ -224,14 +245,14 @@ class UploadService:
                 await store.delete(staging)
             else:
                 await store.abort_upload(state.id, state.handle, parts)
-            return existing
+            return existing, True
         if staging is None:
-            return await store.complete_upload(state.id, state.handle, parts, key)
+            return await store.complete_upload(state.id, state.handle, parts, key), False
         if store.derived_keys:
             await store.copy(staging, key)
             await store.delete(staging)
-            return key
-        return staging
+            return key, False
+        return staging, False
 
     # -- hashing -------------------------------------------------------------------------------
 
