@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -135,6 +135,17 @@ def org_create(name: str, owner: str, config_file: Path | None, data_dir: Path |
     click.echo(f"created organization {name}")
 
 
+@org.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, required=True, help="Confirm: every repository of the organization goes.")
+@config_option
+@data_dir_option
+def org_delete(name: str, yes: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Delete organization NAME with its teams, robots and repositories (purged in the background)."""
+    count = run(config_file, data_dir, lambda s: s.gc.delete_namespace(name, performer="cli"))
+    click.echo(f"deleted organization {name} and its {count} repositories; contents are purged in the background")
+
+
 @org.command("default-perm")
 @click.argument("name")
 @click.argument("subject")
@@ -240,6 +251,16 @@ def repo_visibility(name: str, visibility: str, config_file: Path | None, data_d
     """Make a repository public or private."""
     run(config_file, data_dir, lambda s: s.accounts.set_visibility(name, public=visibility == "public"))
     click.echo(f"{name} is {visibility}")
+
+
+@repo.command("delete")
+@click.argument("name", metavar="NAMESPACE/NAME")
+@config_option
+@data_dir_option
+def repo_delete(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Delete a repository: it disappears at once, a background worker purges its contents."""
+    run(config_file, data_dir, lambda s: s.gc.delete_repository(name, performer="cli"))
+    click.echo(f"deleted {name}; its contents are purged in the background (or now by `dockyard gc run`)")
 
 
 @click.group()
@@ -360,6 +381,7 @@ def worker(config_file: Path | None, data_dir: Path | None) -> None:
     """Run background jobs (replication, …) until interrupted."""
 
     async def forever(services: Services) -> None:
+        await services.gc.ensure_scheduled()
         await services.jobs.forever(asyncio.Event())
 
     run(config_file, data_dir, forever)
@@ -471,4 +493,90 @@ def org_time_machine(namespace: str, window: str, config_file: Path | None, data
     click.echo(f"time-machine window of {namespace}: {window}")
 
 
-COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker, tag)
+_PHASES = ("tags", "manifests", "links", "usage", "blobs", "storage", "uploads")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
+        value /= 1024
+    return f"{count} B"
+
+
+@click.group(invoke_without_command=True)
+@click.option("--dry-run", is_flag=True, help="List what a pass would collect now and the bytes it would free.")
+@config_option
+@data_dir_option
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Garbage collection (continuous in the background; `run` runs one pass now)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not dry_run:
+        click.echo(ctx.get_help())
+        return
+    result = run(config_file, data_dir, lambda s: s.gc.dry_run())
+    for repository, tag_name in result.tags:
+        click.echo(f"tag history  {repository}:{tag_name}")
+    for repository, digest in result.manifests:
+        click.echo(f"manifest     {repository}@{digest}")
+    for digest, size in result.blobs:
+        click.echo(f"blob         {digest}  {_size(size)}")
+    counts = result.counts
+    click.echo(
+        f"would collect {counts.tags} tag rows, {counts.manifests} manifests, {counts.links} blob links, "
+        f"{counts.blobs} blobs ({_size(counts.blob_bytes)}), {counts.uploads} abandoned uploads; "
+        f"{counts.storage_objects} storage objects to delete ({_size(counts.storage_bytes)} freed)"
+    )
+
+
+@gc.command("run")
+@config_option
+@data_dir_option
+def gc_run(config_file: Path | None, data_dir: Path | None) -> None:
+    """Run one collection pass now (and purge deleted repositories), with progress."""
+    totals = dict.fromkeys(_PHASES, 0)
+
+    async def action(services: Services) -> Any:
+        purged = await services.gc.purge_marked()
+        with click.progressbar(
+            length=len(_PHASES),
+            label="collecting",
+            item_show_func=lambda item: item,
+            file=sys.stderr,
+        ) as bar:
+            reached = 0
+
+            def progress(phase: str, count: int) -> None:
+                nonlocal reached
+                totals[phase] += count
+                index = _PHASES.index(phase)
+                bar.update(max(index - reached, 0), f"{phase}: {totals[phase]}")
+                reached = max(reached, index)
+
+            counts = await services.gc.run_pass(progress)
+            bar.update(len(_PHASES) - reached, "done")
+        return purged, counts
+
+    purged, counts = run(config_file, data_dir, action)
+    click.echo(
+        f"purged {purged} deleted repositories; collected {counts.tags} tag rows, {counts.manifests} manifests, "
+        f"{counts.links} blob links, {counts.blobs} blobs, {counts.uploads} abandoned uploads; "
+        f"deleted {counts.storage_objects} storage objects, {_size(counts.storage_bytes)} freed"
+    )
+
+
+@gc.command("status")
+@config_option
+@data_dir_option
+def gc_status(config_file: Path | None, data_dir: Path | None) -> None:
+    """Totals collected so far and the work still pending."""
+    stats = run(config_file, data_dir, lambda s: s.gc.stats())
+    for name in sorted(stats):
+        value = stats[name]
+        click.echo(f"{name}: {_when(value) if name == 'last_pass_at' else value}")
+
+
+COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker, tag, gc)

@@ -185,6 +185,20 @@ class JobSettings(_Strict):
     lease_seconds: int = Field(300, ge=10, description="How long a claimed job is held before another may retry it.")
 
 
+class GcSettings(_Strict):
+    enabled: bool = Field(True, description="Collect garbage continuously in the background workers.")
+    interval_seconds: int = Field(300, ge=1, description="Pause between two background collection passes.")
+    grace_seconds: int = Field(
+        3600,
+        ge=0,
+        description="How long a blob or manifest nothing references yet is kept (a push in progress needs it).",
+    )
+    upload_grace_seconds: int = Field(
+        86400, ge=0, description="How long an upload session may stay idle before it is abandoned."
+    )
+    batch: int = Field(500, ge=1, le=10000, description="Rows per transaction; keeps every lock short.")
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log one line per request.")
@@ -198,6 +212,7 @@ class Settings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     auth: AuthSettings = AuthSettings()
     jobs: JobSettings = JobSettings()
+    gc: GcSettings = GcSettings()
     log: LogSettings = LogSettings()
 
     @property

@@ -33,7 +33,13 @@ class Job:
 
 
 async def enqueue(
-    conn: AsyncConnection, dialect: str, kind: str, payload: dict[str, Any], *, dedupe_key: str | None = None
+    conn: AsyncConnection,
+    dialect: str,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    dedupe_key: str | None = None,
+    run_after: int | None = None,
 ) -> None:
     """Add a job in the caller's transaction. With `dedupe_key`, a pending job of that key absorbs it."""
     now = now_ms()
@@ -43,7 +49,7 @@ async def enqueue(
         "dedupe_key": dedupe_key,
         "state": PENDING,
         "attempts": 0,
-        "run_after": now,
+        "run_after": now if run_after is None else run_after,
         "created_at": now,
         "updated_at": now,
     }

@@ -15,6 +15,7 @@ tags                 history rows (repository, name, manifest, start_at, end_at)
 uploads              in-progress upload sessions; the bytes live in storage under uploads/<id>
 storage_deletions    storage objects whose rows garbage collection removed, deleted from storage
                      only after that commit and a re-check that no placement names them again
+gc_stats             garbage collection's running totals (passes, rows and bytes collected)
 namespace_usage_items  what a namespace's quota counts: each blob or manifest digest once
 namespace_usage      the namespace's bytes in use, spread over a few shard rows (no hot row)
 prune_policies       per-namespace or per-repository tag retention rules
@@ -325,6 +326,13 @@ storage_deletions = Table(
     Column("key", String(1024), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+gc_stats = Table(
+    "gc_stats",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 namespace_usage_items = Table(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -44,6 +44,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        if self.multiprocess:
+            # The client picks its value store when first imported; a worker process forked from
+            # a parent that imported it before the directory was set would keep in-memory values
+            # that /metrics (reading the directory) never sees.
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         labels = ("method", "route", "status")
         self.requests = Counter("dockyard_http_requests", "HTTP requests", labels, registry=self.registry)
         self.latency = Histogram(
@@ -80,6 +85,33 @@ class Metrics:
             "dockyard_location_blobs",
             "Blobs held by each storage location",
             ("location",),
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+
+        self.gc_collected = Gauge(
+            "dockyard_gc_collected_total",
+            "Rows and objects garbage collection removed, since the database was created",
+            ("kind",),
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_freed_bytes = Gauge(
+            "dockyard_gc_freed_bytes_total",
+            "Bytes of storage garbage collection freed, since the database was created",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_backlog = Gauge(
+            "dockyard_gc_backlog",
+            "Work garbage collection has found but not finished",
+            ("kind",),
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_last_pass = Gauge(
+            "dockyard_gc_last_pass_timestamp_seconds",
+            "When the last collection pass ended",
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )

@@ -39,4 +39,12 @@ async def metrics(request: Request) -> Response:
     registry_metrics.replication_backlog.set(status.backlog)
     for name, held in status.held.items():
         registry_metrics.location_blobs.labels(name).set(held)
+    gc = await services.gc.stats()
+    for kind in ("tags", "manifests", "links", "usage_items", "blobs", "storage_objects", "uploads", "repositories"):
+        registry_metrics.gc_collected.labels(kind).set(gc.get(kind, 0))
+    registry_metrics.gc_freed_bytes.set(gc.get("storage_bytes", 0))
+    registry_metrics.gc_backlog.labels("storage_objects").set(gc["pending_storage_deletions"])
+    registry_metrics.gc_backlog.labels("storage_bytes").set(gc["pending_storage_bytes"])
+    registry_metrics.gc_backlog.labels("repositories").set(gc["repositories_marked"])
+    registry_metrics.gc_last_pass.set(gc.get("last_pass_at", 0) / 1000)
     return Response(registry_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -42,6 +42,12 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "gc_stats",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_gc_stats")),
+    )
+    op.create_table(
         "storage_deletions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("digest", sa.String(length=160), nullable=False),
@@ -158,6 +164,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_storage_deletions_digest"))
 
     op.drop_table("storage_deletions")
+    op.drop_table("gc_stats")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_repository_created_at"))
         batch_op.drop_index(batch_op.f("ix_audit_log_namespace_created_at"))
