@@ -197,6 +197,9 @@ class GcSettings(_Strict):
         86400, ge=0, description="How long an upload session may stay idle before it is abandoned."
     )
     batch: int = Field(500, ge=1, le=10000, description="Rows per transaction; keeps every lock short.")
+    reconcile_interval_seconds: int = Field(
+        86400, ge=60, description="How often the quota reconcile job recomputes every namespace's usage."
+    )
 
 
 class LogSettings(_Strict):

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -66,6 +66,8 @@ PURGE_REPOSITORY = "purge-repository"
 PURGE_NAMESPACE = "purge-namespace"
 
 _DELETED = "~deleted~"
+_WINDOW = 8
+"""A scan step looks at up to batch * _WINDOW rows and deletes up to that many."""
 
 
 @dataclass(slots=True)
@@ -226,46 +228,72 @@ class GcStore:
                 .on_conflict_do_update(index_elements=["name"], set_={"value": gc_stats.c.value + value})
             )
 
-    # -- phases (each returns how many rows it removed in one batch) ----------------------------
+    @asynccontextmanager
+    async def _reader(self, dry: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """A read transaction (no lock a writer waits on); in a dry pass, its one transaction."""
+        if dry is not None:
+            yield dry
+            return
+        async with self.db.read() as conn:
+            yield conn
+
+    # -- phases --------------------------------------------------------------------------------
+    # Each call looks at a bounded slice of one table in a read transaction, then deletes what it
+    # found in a short write transaction that repeats the condition. A scan is a sequence of calls,
+    # each returning where the next one starts (None: done).
 
     async def purge_tag_history(self, now: int, dry: AsyncConnection | None = None) -> list[tuple[str, str]]:
-        """Drop tag rows that ended (or expired) before their namespace's window: no restore."""
+        """Drop up to one batch of tag rows that ended (or expired) before their namespace's
+        window, so they can no longer be restored."""
         window_ms = func.coalesce(namespaces.c.time_machine_seconds, DEFAULT_TIME_MACHINE_SECONDS) * 1000
-        ended = case((tags.c.end_at.is_not(None), tags.c.end_at), else_=tags.c.expires_at)
+        condition = or_(
+            and_(tags.c.end_at < now, tags.c.end_at + window_ms < now),
+            and_(tags.c.end_at.is_(None), tags.c.expires_at < now, tags.c.expires_at + window_ms < now),
+        )
         query = (
             select(tags.c.id, repositories.c.name.label("repository"), tags.c.name)
             .join(repositories, repositories.c.id == tags.c.repository_id)
             .join(namespaces, namespaces.c.id == repositories.c.namespace_id)
-            .where(ended.is_not(None), ended + window_ms < now)
+            .where(condition)
             .limit(self.batch)
         )
-        async with self._session(dry) as conn:
+        async with self._reader(dry) as conn:
             rows = (await conn.execute(query)).all()
-            if rows:
+        if rows:
+            async with self._session(dry) as conn:
+                # The rows cannot come back (an ended row never restarts; a restore adds a row).
                 await conn.execute(delete(tags).where(tags.c.id.in_([row.id for row in rows])))
                 await self._bump(conn, {"tags": len(rows)})
         return [(row.repository, row.name) for row in rows]
 
+    async def _id_window(self, conn: AsyncConnection, column: Any, after: int) -> int | None:
+        top = await conn.scalar(select(func.max(column)))
+        if top is None or after >= int(top):
+            return None
+        return after + self.batch * _WINDOW
+
     async def collect_manifests(
         self, cutoff: int, after: int, dry: AsyncConnection | None = None
     ) -> tuple[list[tuple[str, str]], int | None]:
-        """Delete one batch of unreachable manifests with ids above `after`.
+        """Delete the unreachable manifests among the next window of ids above `after`.
 
-        Return what went (repository, digest) and the last id looked at (None: the scan is done).
+        Return what went (repository, digest) and where the next window starts.
         """
         condition = _unreachable_manifest(cutoff)
-        async with self._session(dry) as conn:
+        async with self._reader(dry) as conn:
+            upper = await self._id_window(conn, manifests.c.id, after)
+            if upper is None:
+                return [], None
             rows = (
                 await conn.execute(
                     select(manifests.c.id, manifests.c.digest, repositories.c.name.label("repository"))
                     .join(repositories, repositories.c.id == manifests.c.repository_id)
-                    .where(manifests.c.id > after, condition)
-                    .order_by(manifests.c.id)
-                    .limit(self.batch)
+                    .where(manifests.c.id > after, manifests.c.id <= upper, condition)
                 )
             ).all()
-            if not rows:
-                return [], None
+        if not rows:
+            return [], upper
+        async with self._session(dry) as conn:
             # The condition again, in the DELETE itself: a concurrent reference wins.
             gone = set(
                 (
@@ -277,92 +305,119 @@ class GcStore:
                 ).all()
             )
             await self._bump(conn, {"manifests": len(gone)})
-        return [(row.repository, row.digest) for row in rows if row.id in gone], int(rows[-1].id)
+        return [(row.repository, row.digest) for row in rows if row.id in gone], upper
 
     async def collect_links(
         self, cutoff: int, after: tuple[int, int], dry: AsyncConnection | None = None
     ) -> tuple[int, tuple[int, int] | None]:
-        """Drop one batch of blob links no manifest of their repository needs, past the grace period."""
+        """Drop the stale blob links among the next page of links after `after`."""
         condition = _stale_link(cutoff)
         position = tuple_(repository_blobs.c.repository_id, repository_blobs.c.blob_id)
-        async with self._session(dry) as conn:
-            rows = (
+        start = tuple_(literal(after[0]), literal(after[1]))
+        async with self._reader(dry) as conn:
+            page = (
                 await conn.execute(
                     select(repository_blobs.c.repository_id, repository_blobs.c.blob_id)
-                    .where(position > tuple_(literal(after[0]), literal(after[1])), condition)
+                    .where(position > start)
                     .order_by(repository_blobs.c.repository_id, repository_blobs.c.blob_id)
-                    .limit(self.batch)
+                    .limit(self.batch * _WINDOW)
                 )
             ).all()
-            if not rows:
+            if not page:
                 return 0, None
-            removed = 0
-            for row in rows:
-                result = await conn.execute(
-                    delete(repository_blobs).where(
-                        repository_blobs.c.repository_id == row.repository_id,
-                        repository_blobs.c.blob_id == row.blob_id,
-                        condition,
+            end = (int(page[-1].repository_id), int(page[-1].blob_id))
+            rows = (
+                await conn.execute(
+                    select(repository_blobs.c.repository_id, repository_blobs.c.blob_id).where(
+                        position > start, position <= tuple_(literal(end[0]), literal(end[1])), condition
                     )
                 )
-                removed += result.rowcount
-            await self._bump(conn, {"links": removed})
-        return removed, (int(rows[-1].repository_id), int(rows[-1].blob_id))
+            ).all()
+        removed = 0
+        if rows:
+            async with self._session(dry) as conn:
+                for row in rows:
+                    result = await conn.execute(
+                        delete(repository_blobs).where(
+                            repository_blobs.c.repository_id == row.repository_id,
+                            repository_blobs.c.blob_id == row.blob_id,
+                            condition,
+                        )
+                    )
+                    removed += result.rowcount
+                await self._bump(conn, {"links": removed})
+        return removed, end
 
     async def collect_usage_items(
         self, cutoff: int, after: tuple[int, str], dry: AsyncConnection | None = None
     ) -> tuple[int, tuple[int, str] | None]:
-        """Stop counting digests their namespace no longer references (and lower its usage)."""
+        """Stop counting the digests, among the next page, that their namespace no longer
+        references (and lower its usage by their sizes)."""
         condition = _unused_item(cutoff)
         position = tuple_(namespace_usage_items.c.namespace_id, namespace_usage_items.c.digest)
-        async with self._session(dry) as conn:
-            rows = (
+        start = tuple_(literal(after[0]), literal(after[1]))
+        async with self._reader(dry) as conn:
+            page = (
                 await conn.execute(
                     select(namespace_usage_items.c.namespace_id, namespace_usage_items.c.digest)
-                    .where(position > tuple_(literal(after[0]), literal(after[1])), condition)
+                    .where(position > start)
                     .order_by(namespace_usage_items.c.namespace_id, namespace_usage_items.c.digest)
-                    .limit(self.batch)
+                    .limit(self.batch * _WINDOW)
                 )
             ).all()
-            if not rows:
+            if not page:
                 return 0, None
-            freed: dict[int, int] = {}
-            removed = 0
-            for row in rows:
-                size = await conn.scalar(
-                    delete(namespace_usage_items)
-                    .where(
-                        namespace_usage_items.c.namespace_id == row.namespace_id,
-                        namespace_usage_items.c.digest == row.digest,
-                        condition,
+            end = (int(page[-1].namespace_id), str(page[-1].digest))
+            rows = (
+                await conn.execute(
+                    select(namespace_usage_items.c.namespace_id, namespace_usage_items.c.digest).where(
+                        position > start, position <= tuple_(literal(end[0]), literal(end[1])), condition
                     )
-                    .returning(namespace_usage_items.c.size)
                 )
-                if size is not None:
-                    removed += 1
-                    freed[int(row.namespace_id)] = freed.get(int(row.namespace_id), 0) + int(size)
-            for namespace_id, size in freed.items():
-                await add_usage(conn, self.db.dialect, namespace_id, -size)
-            await self._bump(conn, {"usage_items": len(freed)})
-        return removed, (int(rows[-1].namespace_id), str(rows[-1].digest))
+            ).all()
+        removed = 0
+        if rows:
+            async with self._session(dry) as conn:
+                freed: dict[int, int] = {}
+                for row in rows:
+                    size = await conn.scalar(
+                        delete(namespace_usage_items)
+                        .where(
+                            namespace_usage_items.c.namespace_id == row.namespace_id,
+                            namespace_usage_items.c.digest == row.digest,
+                            condition,
+                        )
+                        .returning(namespace_usage_items.c.size)
+                    )
+                    if size is not None:
+                        removed += 1
+                        freed[int(row.namespace_id)] = freed.get(int(row.namespace_id), 0) + int(size)
+                for namespace_id, size in freed.items():
+                    await add_usage(conn, self.db.dialect, namespace_id, -size)
+                await self._bump(conn, {"usage_items": removed})
+        return removed, end
 
     async def collect_blobs(
         self, cutoff: int, after: int, now: int, dry: AsyncConnection | None = None
     ) -> tuple[list[tuple[str, int]], int | None]:
-        """Delete one batch of unreferenced blob rows, recording their objects for deletion."""
+        """Delete the unreferenced blob rows among the next window of ids, recording their
+        objects for deletion in the same transaction."""
         condition = _unreferenced_blob(cutoff)
-        async with self._session(dry) as conn:
+        async with self._reader(dry) as conn:
+            upper = await self._id_window(conn, blobs.c.id, after)
+            if upper is None:
+                return [], None
             rows = (
                 await conn.execute(
-                    select(blobs.c.id, blobs.c.digest, blobs.c.size)
-                    .where(blobs.c.id > after, condition)
-                    .order_by(blobs.c.id)
-                    .limit(self.batch)
+                    select(blobs.c.id, blobs.c.digest, blobs.c.size).where(
+                        blobs.c.id > after, blobs.c.id <= upper, condition
+                    )
                 )
             ).all()
-            if not rows:
-                return [], None
-            ids = [row.id for row in rows]
+        if not rows:
+            return [], upper
+        ids = [row.id for row in rows]
+        async with self._session(dry) as conn:
             held = (
                 await conn.execute(
                     select(placements.c.blob_id, placements.c.location, placements.c.key).where(
@@ -389,7 +444,7 @@ class GcStore:
                 await conn.execute(insert(storage_deletions), records)
             removed = [(by_id[i].digest, int(by_id[i].size)) for i in sorted(gone)]
             await self._bump(conn, {"blobs": len(removed), "blob_bytes": sum(size for _, size in removed)})
-        return removed, int(rows[-1].id)
+        return removed, upper
 
     # -- storage deletions ---------------------------------------------------------------------
 

@@ -66,7 +66,12 @@ async def enqueue(
             update(jobs)
             .where(jobs.c.id == existing.id)
             .values(
-                state=PENDING, attempts=0, run_after=now, payload=values["payload"], updated_at=now, last_error=None
+                state=PENDING,
+                attempts=0,
+                run_after=values["run_after"],
+                payload=values["payload"],
+                updated_at=now,
+                last_error=None,
             )
         )
 
@@ -129,6 +134,11 @@ class JobsStore:
                     updated_at=now_ms(),
                 )
             )
+
+    async def schedule(self, kind: str, payload: dict[str, Any], *, dedupe_key: str, delay_ms: int) -> None:
+        """Queue a job due after `delay_ms`, unless one of `dedupe_key` is pending already."""
+        async with self.db.write() as conn:
+            await enqueue(conn, self.db.dialect, kind, payload, dedupe_key=dedupe_key, run_after=now_ms() + delay_ms)
 
     async def backlog(self, kind: str) -> tuple[int, int | None, int]:
         """(pending or running jobs, created_at of the oldest, failed jobs) of `kind`."""
