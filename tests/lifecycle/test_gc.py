@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-GRACE = 2
+GRACE = 5
 
 
 @dataclass
@@ -86,7 +86,8 @@ def _start(data_dir: Path, gc: dict[str, object]) -> tuple[subprocess.Popen[byte
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process, running = _start(
-        tmp_path_factory.mktemp("gc"), {"enabled": False, "grace_seconds": GRACE, "upload_grace_seconds": GRACE}
+        tmp_path_factory.mktemp("gc"),
+        {"enabled": False, "grace_seconds": GRACE, "upload_grace_seconds": GRACE, "orphan_grace_seconds": GRACE},
     )
     try:
         yield running
@@ -284,6 +285,31 @@ def test_org_delete(server: Server) -> None:
     _collect(server)
     assert not server.stored(_digest(layer))
     server.cli("org", "create", "doomedorg", "--owner", "admin")  # the name is free again
+
+
+def test_sweep_removes_storage_the_database_does_not_know(server: Server) -> None:
+    """What a crash can leave: an upload's file without its session, a blob object never recorded."""
+    storage = server.data_dir / "storage"
+    orphan_upload = storage / "uploads" / "0b5e7c1e-0000-4000-8000-000000000001"
+    orphan_upload.parent.mkdir(parents=True, exist_ok=True)
+    orphan_upload.write_bytes(b"left by a crash")
+    unrecorded = b"completed but never recorded"
+    hex_part = _digest(unrecorded).split(":", 1)[1]
+    orphan_blob = storage / "blobs" / "sha256" / hex_part[:2] / hex_part
+    orphan_blob.parent.mkdir(parents=True, exist_ok=True)
+    orphan_blob.write_bytes(unrecorded)
+    kept = b"a recorded blob stays"
+    _put(server, "admin/sweep", "v1", _manifest(server, "admin/sweep", [kept]))
+
+    listing = server.cli("gc", "--dry-run", "--sweep").stdout
+    assert "sweep:" in listing
+    server.cli("gc", "run", "--sweep")
+    assert orphan_upload.exists() and orphan_blob.exists()  # first seen: within the grace period
+    time.sleep(GRACE + 0.2)
+    output = server.cli("gc", "run", "--sweep").stdout
+    assert "swept 2 orphaned objects" in output
+    assert not orphan_upload.exists() and not orphan_blob.exists()
+    assert server.client.get(f"/v2/admin/sweep/blobs/{_digest(kept)}").content == kept
 
 
 def test_status_and_metrics(server: Server) -> None:

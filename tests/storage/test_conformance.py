@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,16 @@ import httpx
 import pytest
 
 from dockyard.domain.digest import Digest
-from dockyard.storage import AccessRefused, BlobStore, ObjectMissing, Part, StorageError, blob_key, upload_key
+from dockyard.storage import (
+    AccessRefused,
+    BlobStore,
+    ObjectMissing,
+    Part,
+    PendingUpload,
+    StorageError,
+    blob_key,
+    upload_key,
+)
 
 from .conftest import DRIVERS, Location, close_store, open_store, run_with, server_module
 
@@ -35,6 +45,8 @@ REFUSING = ["s3", "azure", "swift", "swift_keystone"]
 REMOTE = ["s3", "azure", "gcs", "swift", "swift_keystone"]
 #: Drivers with a `prefix` option.
 PREFIXED = ["s3", "azure", "gcs"]
+#: Drivers that keep an unfinished upload outside the objects `keys` lists (`pending_uploads`).
+NATIVE_PENDING = ["s3", "swift", "swift_keystone"]
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -390,6 +402,43 @@ def test_concurrent_uploads_stay_apart(location: Location) -> None:
         return list(await asyncio.gather(*(one(store, i, d) for i, d in zip(ids, datas, strict=True))))
 
     assert location.run(body) == datas
+
+
+async def pending_of(store: BlobStore, upload_id: str) -> list[PendingUpload]:
+    return [pending async for pending in store.pending_uploads() if pending.upload_id == upload_id]
+
+
+def test_pending_uploads(location: Location) -> None:
+    """An unfinished upload is listed (by drivers that keep it outside `keys`) with its handle and
+    start, until `abort_pending` releases it; a completed upload is never listed, and
+    `abort_pending` leaves its object alone."""
+    unfinished, completed = str(uuid.uuid4()), str(uuid.uuid4())
+    data = payload(location.part_size + 10)
+
+    async def body(store: BlobStore) -> None:
+        before = time.time()
+        handle = await store.begin_upload(unfinished)
+        await store.write_part(unfinished, handle, [], chunks(data, MiB))
+        listed = await pending_of(store, unfinished)
+        if location.driver in NATIVE_PENDING:
+            assert [(p.upload_id, p.handle) for p in listed] == [(unfinished, handle)]
+            assert before - 120 < listed[0].started_at < time.time() + 120
+        else:
+            assert listed == []
+        await store.abort_pending(unfinished, handle)
+        assert await pending_of(store, unfinished) == []
+        await store.abort_pending(unfinished, handle)  # already gone: no error
+        await store.abort_upload(unfinished, handle, [])
+
+        done_handle = await store.begin_upload(completed)
+        parts = await store.write_part(completed, done_handle, [], chunks(data, MiB))
+        final = await store.complete_upload(completed, done_handle, parts, blob_key(Digest.of(data)))
+        assert await pending_of(store, completed) == []
+        await store.abort_pending(completed, done_handle)
+        assert sha(await collect(store.read(final))) == sha(data)
+        await store.delete(final)
+
+    location.run(body)
 
 
 # -- prefix, credentials, outages ------------------------------------------------------------------

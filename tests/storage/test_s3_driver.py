@@ -5,6 +5,7 @@ mapping and the credential chain — against the session's SeaweedFS."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
 import threading
 import uuid
@@ -137,6 +138,29 @@ def test_completion_is_repeatable(location: Location) -> None:
         return await collect(store.read(first))
 
     assert asyncio.run(body()) == data
+
+
+def test_pending_uploads_are_listed_page_by_page(location: Location) -> None:
+    """Every unfinished upload under `uploads/`, however the store pages its listing (SeaweedFS
+    gives only NextUploadIdMarker), and nothing begun at any other key."""
+    store = store_of(location.options, prefix=f"pending-{uuid.uuid4().hex[:8]}")
+    listing = store._client.list_multipart_uploads
+    store._client.list_multipart_uploads = functools.partial(listing, MaxUploads=1)  # type: ignore[method-assign]
+    ids = sorted(str(uuid.uuid4()) for _ in range(3))
+
+    async def body() -> list[tuple[str, str]]:
+        handles = [await store.begin_upload(upload_id) for upload_id in ids]
+        # A multipart upload at a key no upload begins: not listed.
+        other = store._key(f"{upload_key(ids[0])}/other")
+        stray = store._client.create_multipart_upload(Bucket=store.bucket, Key=other)
+        found = sorted([(p.upload_id, p.handle) async for p in store.pending_uploads()])
+        assert found == sorted(zip(ids, handles, strict=True))
+        for upload_id, handle in found:
+            await store.abort_pending(upload_id, handle)
+        store._client.abort_multipart_upload(Bucket=store.bucket, Key=other, UploadId=stray["UploadId"])
+        return [(p.upload_id, p.handle) async for p in store.pending_uploads()]
+
+    assert asyncio.run(body()) == []
 
 
 def test_copy_above_the_single_request_limit_goes_part_by_part(location: Location) -> None:

@@ -493,7 +493,7 @@ def org_time_machine(namespace: str, window: str, config_file: Path | None, data
     click.echo(f"time-machine window of {namespace}: {window}")
 
 
-_PHASES = ("tags", "manifests", "links", "usage", "blobs", "storage", "uploads")
+_PHASES = ("tags", "manifests", "links", "usage", "blobs", "storage", "uploads", "sweep")
 
 
 def _size(count: int) -> str:
@@ -507,10 +507,11 @@ def _size(count: int) -> str:
 
 @click.group(invoke_without_command=True)
 @click.option("--dry-run", is_flag=True, help="List what a pass would collect now and the bytes it would free.")
+@click.option("--sweep", is_flag=True, help="With --dry-run: also list every location for orphaned storage.")
 @config_option
 @data_dir_option
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, config_file: Path | None, data_dir: Path | None) -> None:
+def gc(ctx: click.Context, dry_run: bool, sweep: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Garbage collection (continuous in the background; `run` runs one pass now)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -524,6 +525,13 @@ def gc(ctx: click.Context, dry_run: bool, config_file: Path | None, data_dir: Pa
         click.echo(f"manifest     {repository}@{digest}")
     for digest, size in result.blobs:
         click.echo(f"blob         {digest}  {_size(size)}")
+    if sweep:
+        swept = run(config_file, data_dir, lambda s: s.gc.dry_sweep())
+        if swept is not None:
+            click.echo(
+                f"sweep: {swept.objects} orphaned objects ({_size(swept.bytes)}) and {swept.uploads} unfinished "
+                f"uploads past their grace period; {swept.waiting} more orphans within it"
+            )
     counts = result.counts
     click.echo(
         f"would collect {counts.tags} tag rows, {counts.manifests} manifests, {counts.links} blob links, "
@@ -533,9 +541,14 @@ def gc(ctx: click.Context, dry_run: bool, config_file: Path | None, data_dir: Pa
 
 
 @gc.command("run")
+@click.option(
+    "--sweep/--no-sweep",
+    default=None,
+    help="Also sweep orphaned storage (default: when the sweep interval is due).",
+)
 @config_option
 @data_dir_option
-def gc_run(config_file: Path | None, data_dir: Path | None) -> None:
+def gc_run(sweep: bool | None, config_file: Path | None, data_dir: Path | None) -> None:
     """Run one collection pass now (and purge deleted repositories), with progress."""
     totals = dict.fromkeys(_PHASES, 0)
 
@@ -556,7 +569,7 @@ def gc_run(config_file: Path | None, data_dir: Path | None) -> None:
                 bar.update(max(index - reached, 0), f"{phase}: {totals[phase]}")
                 reached = max(reached, index)
 
-            counts = await services.gc.run_pass(progress)
+            counts = await services.gc.run_pass(progress, sweep=sweep)
             bar.update(len(_PHASES) - reached, "done")
         return purged, counts
 
@@ -564,7 +577,8 @@ def gc_run(config_file: Path | None, data_dir: Path | None) -> None:
     click.echo(
         f"purged {purged} deleted repositories; collected {counts.tags} tag rows, {counts.manifests} manifests, "
         f"{counts.links} blob links, {counts.blobs} blobs, {counts.uploads} abandoned uploads; "
-        f"deleted {counts.storage_objects} storage objects, {_size(counts.storage_bytes)} freed"
+        f"deleted {counts.storage_objects} storage objects, {_size(counts.storage_bytes)} freed; "
+        f"swept {counts.swept_objects} orphaned objects or uploads ({_size(counts.swept_bytes)})"
     )
 
 
@@ -576,7 +590,7 @@ def gc_status(config_file: Path | None, data_dir: Path | None) -> None:
     stats = run(config_file, data_dir, lambda s: s.gc.stats())
     for name in sorted(stats):
         value = stats[name]
-        click.echo(f"{name}: {_when(value) if name == 'last_pass_at' else value}")
+        click.echo(f"{name}: {_when(value) if name in ('last_pass_at', 'last_sweep_at') else value}")
 
 
 COMMANDS = (user, org, team, robot, repo, perm, token, auth, replication, worker, tag, gc)

@@ -197,6 +197,14 @@ class GcSettings(_Strict):
         86400, ge=0, description="How long an upload session may stay idle before it is abandoned."
     )
     batch: int = Field(500, ge=1, le=10000, description="Rows per transaction; keeps every lock short.")
+    orphan_grace_seconds: int = Field(
+        86400,
+        ge=1,
+        description="How long storage the database does not know (a crash left it) waits before the sweep deletes it.",
+    )
+    sweep_interval_seconds: int = Field(
+        21600, ge=1, description="How often a pass also lists every location to sweep orphaned storage."
+    )
     reconcile_interval_seconds: int = Field(
         86400, ge=60, description="How often the quota reconcile job recomputes every namespace's usage."
     )

@@ -84,6 +84,8 @@ class GcCounts:
     storage_bytes: int = 0
     uploads: int = 0
     repositories: int = 0
+    swept_objects: int = 0
+    swept_bytes: int = 0
 
     def add(self, other: GcCounts) -> None:
         for item in fields(self):

@@ -3,7 +3,7 @@
 namespaces           one per user or organization (first component of a repository name)
 repositories         name (full path), visibility, state
 blobs                content-addressed, stored once globally: digest, size
-placements           which storage locations hold a blob
+placements           which storage locations hold a blob (and at which key, when not derived)
 repository_blobs     a blob readable in a repository (uploaded or mounted there); its
                      created_at starts the grace period that protects it from GC until a
                      manifest references it
@@ -16,6 +16,8 @@ uploads              in-progress upload sessions; the bytes live in storage unde
 storage_deletions    storage objects whose rows garbage collection removed, deleted from storage
                      only after that commit and a re-check that no placement names them again
 gc_stats             garbage collection's running totals (passes, rows and bytes collected)
+storage_orphans      objects and unfinished uploads found in storage that the database does not
+                     know, with when a sweep first saw them: deleted once seen again after the grace
 namespace_usage_items  what a namespace's quota counts: each blob or manifest digest once
 namespace_usage      the namespace's bytes in use, spread over a few shard rows (no hot row)
 prune_policies       per-namespace or per-repository tag retention rules
@@ -97,6 +99,8 @@ placements = Table(
     Column("location", String(64), primary_key=True),
     Column("key", String(1024), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The storage sweeper asks whether a placement names a key it found.
+    Index(None, "location", "key"),
 )
 
 repository_blobs = Table(
@@ -333,6 +337,17 @@ gc_stats = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+storage_orphans = Table(
+    "storage_orphans",
+    metadata,
+    Column("location", String(64), primary_key=True),
+    # "object": `key` is an object key; "upload": `key` names an unfinished native upload.
+    Column("kind", String(8), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
 )
 
 namespace_usage_items = Table(

@@ -31,6 +31,7 @@ from dockyard.db.gc_store import (
 )
 from dockyard.db.locks import UploadLocks
 from dockyard.services.blobs import Locations
+from dockyard.services.sweep import StorageSweeper, SweepCounts
 from dockyard.storage import Part, StorageError
 
 log = logging.getLogger("dockyard.gc")
@@ -59,7 +60,11 @@ class GcService:
         grace_seconds: int,
         upload_grace_seconds: int,
         before_pass: Callable[[], Awaitable[object]] | None = None,
+        sweeper: StorageSweeper | None = None,
+        sweep_interval_seconds: int = 21600,
     ) -> None:
+        self.sweeper = sweeper
+        self.sweep_interval_seconds = sweep_interval_seconds
         self.store = store
         self.locations = locations
         self.locks = locks
@@ -90,17 +95,30 @@ class GcService:
 
     # -- a pass --------------------------------------------------------------------------------
 
-    async def run_pass(self, progress: Progress = _quiet) -> GcCounts:
+    async def run_pass(self, progress: Progress = _quiet, *, sweep: bool | None = None) -> GcCounts:
+        """One pass. `sweep`: also sweep orphaned storage (None: when the sweep interval is due)."""
         now = now_ms()
         cutoff = now - self.grace_ms
         counts = GcCounts()
         await self._database_phases(counts, now, cutoff, progress, dry=None)
         await self._storage_phase(counts, progress)
         await self._upload_phase(counts, now, progress)
+        if self.sweeper is not None:
+            if sweep is None:
+                sweep = await self.sweeper.due(self.sweep_interval_seconds)
+            if sweep:
+                swept = await self.sweeper.sweep()
+                counts.swept_objects += swept.objects + swept.uploads
+                counts.swept_bytes += swept.bytes
+                progress("sweep", swept.objects + swept.uploads)
         await self.store.record_pass(counts, now_ms())
         if counts.blobs or counts.manifests or counts.storage_objects:
             log.info("gc pass: %s", counts.as_dict())
         return counts
+
+    async def dry_sweep(self) -> SweepCounts | None:
+        """What a sweep of orphaned storage would delete now (None: no sweeper configured)."""
+        return None if self.sweeper is None else await self.sweeper.sweep(dry=True)
 
     async def dry_run(self, progress: Progress = _quiet) -> Collected:
         """What a pass would remove now, computed by running it in a transaction rolled back."""

@@ -16,8 +16,10 @@ from dockyard.storage.protocol import (
     BlobStore,
     ObjectMissing,
     Part,
+    PendingUpload,
     StorageError,
     blob_key,
+    no_pending_uploads,
     upload_key,
 )
 from dockyard.storage.registry import open_location
@@ -27,8 +29,10 @@ __all__ = [
     "BlobStore",
     "ObjectMissing",
     "Part",
+    "PendingUpload",
     "StorageError",
     "blob_key",
+    "no_pending_uploads",
     "open_location",
     "upload_key",
 ]

@@ -47,7 +47,14 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout
 
 from dockyard.config.settings import AzureStorage
-from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, StorageError
+from dockyard.storage.protocol import (
+    AccessRefused,
+    ObjectMissing,
+    Part,
+    PendingUpload,
+    StorageError,
+    no_pending_uploads,
+)
 
 T = TypeVar("T")
 
@@ -287,6 +294,16 @@ class AzureStore:
         # the delete sit on an uncommitted blob that Azure expires by itself after a week.
         if handle:
             await self.delete(handle)
+
+    def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Nothing. An upload is the committed (at first empty) blob `blobs/upload/<id>`, which
+        `keys` lists; deleting it drops its uncommitted blocks. Uncommitted blocks belong to a blob
+        name, not to a listable upload, and Azure discards them by itself after seven days
+        (including those staged on a name whose blob was never committed)."""
+        return no_pending_uploads()
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        return None
 
     # -- helpers -------------------------------------------------------------------------------
 

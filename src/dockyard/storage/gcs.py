@@ -44,7 +44,15 @@ from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 
 from dockyard.config.settings import GcsStorage
-from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, StorageError, upload_key
+from dockyard.storage.protocol import (
+    AccessRefused,
+    ObjectMissing,
+    Part,
+    PendingUpload,
+    StorageError,
+    no_pending_uploads,
+    upload_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +390,15 @@ class GcsStore:
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
         await self._delete_under(self._components(upload_id))
+
+    def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Nothing: an upload's parts are the component objects under `uploads/<id>/`, which
+        `keys` lists. (A resumable session of a `write` that broke off is not listable; GCS
+        discards it by itself after a week.)"""
+        return no_pending_uploads()
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        return None
 
     async def _delete_under(self, prefix: str) -> None:
         names = [name async for name in self._iter_names(prefix)]

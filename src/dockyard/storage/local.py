@@ -9,7 +9,14 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from dockyard.storage.protocol import ObjectMissing, Part, StorageError, upload_key
+from dockyard.storage.protocol import (
+    ObjectMissing,
+    Part,
+    PendingUpload,
+    StorageError,
+    no_pending_uploads,
+    upload_key,
+)
 
 READ_CHUNK = 1024 * 1024
 
@@ -159,6 +166,13 @@ class LocalStore:
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
         await self.delete(upload_key(upload_id))
+
+    def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Nothing: an upload is the file `uploads/<id>`, which `keys` lists."""
+        return no_pending_uploads()
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        return None
 
 
 def _write_all(fd: int, data: bytes) -> None:

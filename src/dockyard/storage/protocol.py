@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from dockyard.domain.digest import Digest
 
@@ -43,6 +43,24 @@ class Part:
     number: int
     size: int
     token: str = ""
+
+
+class PendingUpload(NamedTuple):
+    """An unfinished native upload a store keeps outside its object listing (`keys`)."""
+
+    upload_id: str
+    """The Dockyard upload id it was begun for."""
+    handle: str
+    """The handle `begin_upload` returned for it (what `abort_pending` needs)."""
+    started_at: float
+    """When the store says it began, in seconds since the epoch."""
+
+
+async def no_pending_uploads() -> AsyncIterator[PendingUpload]:
+    """`pending_uploads` of a driver that keeps nothing outside the objects `keys` lists."""
+    nothing: tuple[PendingUpload, ...] = ()
+    for pending in nothing:
+        yield pending
 
 
 class BlobStore(Protocol):
@@ -108,3 +126,22 @@ class BlobStore(Protocol):
 
     async def abort_upload(self, upload_id: str, handle: str, parts: Sequence[Part]) -> None:
         """Release the upload's storage."""
+
+    # -- leftovers -----------------------------------------------------------------------------
+    # What a crash can leave that `keys` does not list. The storage sweeper
+    # (services/sweep.py) releases the ones no upload session in the database owns.
+
+    def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Unfinished native uploads begun by `begin_upload`, in no particular order.
+
+        Only state the store keeps outside the objects `keys("uploads/")` and `keys("blobs/")`
+        list (an S3 multipart upload, say); a driver whose upload parts are ordinary objects
+        yields nothing. An upload already completed is not pending.
+        """
+        ...
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        """Release one upload `pending_uploads` yielded; an upload already gone is not an error.
+
+        Touches nothing `keys` lists, and nothing of an upload that was completed meanwhile.
+        """

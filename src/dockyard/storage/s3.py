@@ -15,6 +15,10 @@ front of its own bytes, so every S3 part is exactly `part_size`. A tail is never
 deleted while the caller may still hold it as its record: each tail has a fresh name, and tails
 other than the recorded one (and the one just written) are removed after the next request and at
 completion or abort.
+
+A multipart upload is not an object: `keys` never lists it, and the store keeps its parts until it
+is completed or aborted. `pending_uploads` lists the unfinished ones at `uploads/<id>/data`
+(ListMultipartUploads) for the storage sweeper.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from dockyard.config.settings import S3Storage
-from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, StorageError, upload_key
+from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, PendingUpload, StorageError, upload_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -391,6 +395,32 @@ class S3Store:
         names = [key async for key in self.keys(f"{upload_key(upload_id)}/")]
         await self._delete_many(names)
 
+    async def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Unfinished multipart uploads at `uploads/<id>/data` (ListMultipartUploads, page by page).
+
+        Multipart uploads at other keys (a `write` or `copy` of a large object that crashed) have
+        no upload id and are not listed; a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+        covers those.
+        """
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(upload_key(""))}
+        while True:
+            page = await self._call(self._client.list_multipart_uploads, **request)
+            for item in page.get("Uploads", []):
+                upload_id = _data_upload_id(item["Key"][len(self.prefix) :])
+                if upload_id is not None:
+                    handle = json.dumps({"upload_id": item["UploadId"]})
+                    yield PendingUpload(upload_id, handle, item["Initiated"].timestamp())
+            # AWS gives both markers; SeaweedFS orders by upload id and gives only that one.
+            markers = {"KeyMarker": page.get("NextKeyMarker"), "UploadIdMarker": page.get("NextUploadIdMarker")}
+            following = {name: value for name, value in markers.items() if value}
+            if not page.get("IsTruncated") or not following or all(request.get(k) == v for k, v in following.items()):
+                return
+            request.update(following)
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        """Abort the multipart upload only: its tails are objects, which `keys` lists."""
+        await self._abort_quietly(self._upload_object(upload_id, "data"), _multipart_id(handle), quiet=False)
+
     # -- helpers -------------------------------------------------------------------------------
 
     async def _upload_part(self, key: str, upload_id: str, number: int, data: bytearray) -> CompletedPartTypeDef:
@@ -477,6 +507,15 @@ def _multipart_id(handle: str) -> str:
     if not isinstance(value, str):
         raise StorageError(f"not an S3 upload handle: {handle!r}")
     return value
+
+
+def _data_upload_id(key: str) -> str | None:
+    """The upload id of `uploads/<id>/data`, None for any other key."""
+    base = upload_key("")
+    if not key.startswith(base) or not key.endswith("/data"):
+        return None
+    upload_id = key[len(base) : -len("/data")]
+    return upload_id if upload_id and "/" not in upload_id else None
 
 
 def _code(error: ClientError) -> str:

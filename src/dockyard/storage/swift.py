@@ -22,6 +22,10 @@ a Part whose token lists them with their ETags and sizes; `read_upload` reads th
 segments from then on: `abort_upload` of a completed upload (its manifest exists) leaves them
 alone. The completion key is not the suggested one, so `derived_keys` is False.
 
+Segments of an upload whose session is gone (its abort failed, or a crash came first) are not
+objects `keys` lists: `pending_uploads` names the upload directories without a completed manifest,
+and `abort_pending` removes them.
+
 `signed_url` is a TempURL (HMAC-SHA256) signed with the account's (or the container's)
 Temp-URL-Key; `temp_url_key` in the options is set on the account when it has none.
 """
@@ -47,7 +51,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from dockyard.config.settings import SwiftStorage
-from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, StorageError
+from dockyard.storage.protocol import AccessRefused, ObjectMissing, Part, PendingUpload, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -587,6 +591,11 @@ class SwiftStore:
 
     async def _list(self, prefix: str) -> AsyncIterator[str]:
         """Object names under `prefix`, page by page; our segments are skipped in bulk."""
+        async for name, _ in self._list_entries(prefix):
+            yield name
+
+    async def _list_entries(self, prefix: str) -> AsyncIterator[tuple[str, str]]:
+        """(name, last_modified) of the objects under `prefix`, in name order, page by page."""
         marker = ""
         while True:
             response = await self._request(
@@ -599,14 +608,18 @@ class SwiftStore:
             if response.status_code == 204:
                 return
             try:
-                page = [str(entry["name"]) for entry in response.json() if "name" in entry]
-            except (ValueError, TypeError) as exc:
+                page = [
+                    (str(entry["name"]), str(entry.get("last_modified", "")))
+                    for entry in response.json()
+                    if "name" in entry
+                ]
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise StorageError(f"container listing is not JSON: {exc}") from None
             if not page:
                 return
-            for name in page:
-                yield name
-            marker = page[-1]
+            for entry in page:
+                yield entry
+            marker = page[-1][0]
             if marker.startswith(self._segments) and not prefix.startswith(self._segments):
                 marker = self._segments[:-1] + chr(ord("/") + 1)  # past every segment name
 
@@ -752,6 +765,29 @@ class SwiftStore:
         names = [name async for name in self._list(directory)]
         await self._delete_plain(names)
 
+    async def pending_uploads(self) -> AsyncIterator[PendingUpload]:
+        """Uploads with segments under `.segments/uploads/<id>/` (which `keys` never lists) and no
+        completed manifest; begun at their oldest segment's time. The listing is in name order, so
+        one upload's segments come together."""
+        base = f"{self._segments}uploads/"
+        current: str | None = None
+        oldest = 0.0
+        async for name, modified in self._list_entries(base):
+            upload_id = name[len(base) :].partition("/")[0]
+            when = _swift_time(modified)
+            if upload_id == current:
+                oldest = min(oldest, when)
+                continue
+            if current is not None and await self.size(self._completed_key(current)) is None:
+                yield PendingUpload(current, "", oldest)
+            current, oldest = upload_id, when
+        if current is not None and await self.size(self._completed_key(current)) is None:
+            yield PendingUpload(current, "", oldest)
+
+    async def abort_pending(self, upload_id: str, handle: str) -> None:
+        """Remove the upload's segments, unless it was completed (its manifest owns them then)."""
+        await self.abort_upload(upload_id, handle, [])
+
 
 class _Cursor:
     """Reads an async byte stream in pieces of chosen sizes, without holding more than one chunk
@@ -857,6 +893,17 @@ def _object_store_endpoint(catalog: list[Any], region: str | None) -> str | None
             if url:
                 return str(url)
     return None
+
+
+def _swift_time(value: str) -> float:
+    """A listing's `last_modified` (ISO 8601, UTC, without a zone) in epoch seconds; now if absent."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return time.time()
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
 
 
 def _int(value: str | None) -> int | None:
