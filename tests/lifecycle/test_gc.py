@@ -304,11 +304,14 @@ def test_sweep_removes_storage_the_database_does_not_know(server: Server) -> Non
     listing = server.cli("gc", "--dry-run", "--sweep").stdout
     assert "sweep:" in listing
     server.cli("gc", "run", "--sweep")
-    assert orphan_upload.exists() and orphan_blob.exists()  # first seen: within the grace period
+    # First seen: within the grace period.
+    assert orphan_upload.exists()
+    assert orphan_blob.exists()
     time.sleep(GRACE + 0.2)
     output = server.cli("gc", "run", "--sweep").stdout
     assert "swept 2 orphaned objects" in output
-    assert not orphan_upload.exists() and not orphan_blob.exists()
+    assert not orphan_upload.exists()
+    assert not orphan_blob.exists()
     assert server.client.get(f"/v2/admin/sweep/blobs/{_digest(kept)}").content == kept
 
 

@@ -36,7 +36,7 @@ class TagService:
         await self.store.set_immutable(validate_repository_name(repository), validate_tag(tag), immutable)
 
     async def add_rule(self, repository: str, pattern: str) -> None:
-        await self.store.add_rule(validate_repository_name(repository), _pattern(pattern))
+        await self.store.add_rule(validate_repository_name(repository), validate_tag_pattern(pattern))
 
     async def remove_rule(self, repository: str, pattern: str) -> None:
         await self.store.remove_rule(validate_repository_name(repository), pattern)
@@ -49,7 +49,7 @@ class TagService:
         await self.store.set_window(namespace, seconds)
 
 
-def _pattern(pattern: str) -> str:
+def validate_tag_pattern(pattern: str) -> str:
     """A tag glob (`v*`, `release-?.*`); it must be able to match some tag."""
     if not pattern or len(pattern) > 128 or "/" in pattern:
         raise InvalidRequest(f"invalid tag pattern {pattern!r}")
