@@ -21,10 +21,14 @@ from dockyard.auth import AccessPolicy, Authenticator, TokenService
 from dockyard.config import Settings
 from dockyard.db.accounts_store import AccountsStore
 from dockyard.db.engine import Database, create_serving_engine
+from dockyard.db.gc_store import GcStore
 from dockyard.db.hot_reads import HotReads, open_hot_reads
 from dockyard.db.jobs_store import JobsStore
 from dockyard.db.locks import UploadLocks, open_upload_locks
+from dockyard.db.prune_store import PruneStore
+from dockyard.db.quota_store import QuotaStore
 from dockyard.db.registry_store import RegistryStore
+from dockyard.db.sweep_store import SweepStore
 from dockyard.db.tags_store import TagsStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
@@ -36,9 +40,13 @@ from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.services.accounts import AccountService
 from dockyard.services.blobs import BlobService, Locations
 from dockyard.services.context import Services
+from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.prune import PruneService
+from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
+from dockyard.services.sweep import StorageSweeper
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
 from dockyard.storage import open_location
@@ -80,9 +88,32 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
     blob_service = BlobService(
         store, locations, redirect=settings.storage.redirect, redirect_expiry=settings.storage.redirect_expiry_seconds
     )
+    gc_settings = settings.gc
+    quota = QuotaService(QuotaStore(database))
+    prune = PruneService(PruneStore(database))
+
+    async def before_gc_pass() -> None:
+        # Pruning only expires tags: the pass that follows collects what they held.
+        await prune.handle({})
+        await jobs.schedule(
+            quota.kind, {}, dedupe_key=quota.kind, delay_ms=gc_settings.reconcile_interval_seconds * 1000
+        )
+
+    gc = GcService(
+        GcStore(database, batch=gc_settings.batch),
+        locations,
+        locks,
+        enabled=gc_settings.enabled,
+        interval_seconds=gc_settings.interval_seconds,
+        grace_seconds=gc_settings.grace_seconds,
+        upload_grace_seconds=gc_settings.upload_grace_seconds,
+        before_pass=before_gc_pass,
+        sweeper=StorageSweeper(SweepStore(database), locations, locks, grace_seconds=gc_settings.orphan_grace_seconds),
+        sweep_interval_seconds=gc_settings.sweep_interval_seconds,
+    )
     runner = JobRunner(
         jobs,
-        {replication.kind: replication.handle},
+        {replication.kind: replication.handle, quota.kind: quota.handle, prune.kind: prune.handle, **gc.handlers()},
         lease_seconds=settings.jobs.lease_seconds,
         poll_seconds=settings.jobs.poll_seconds,
     )
@@ -105,8 +136,11 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
             config_reader=blob_service.read_small,
         ),
         tags=TagService(TagsStore(database)),
+        quota=quota,
+        prune=prune,
         replication=replication,
         jobs=runner,
+        gc=gc,
         health=HealthService(store, locations),
     )
 
@@ -126,7 +160,10 @@ def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        workers = asyncio.create_task(services.jobs.forever(stop)) if settings.jobs.run_in_server else None
+        workers = None
+        if settings.jobs.run_in_server:
+            await services.gc.ensure_scheduled()
+            workers = asyncio.create_task(services.jobs.forever(stop))
         yield
         stop.set()
         if workers is not None:

@@ -45,6 +45,46 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     migrate.check_current(database_url)
 
 
+def test_usage_of_existing_content_is_counted_by_the_upgrade(database_url: str) -> None:
+    migrate.upgrade(database_url, "0004")
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO namespaces (id, name, created_at) VALUES (1, 'ns', 1), (2, 'other', 1)"))
+            conn.execute(
+                text(
+                    "INSERT INTO repositories (id, namespace_id, name, created_at) "
+                    "VALUES (1, 1, 'ns/a', 1), (2, 1, 'ns/b', 1), (3, 2, 'other/c', 1)"
+                )
+            )
+            conn.execute(text("INSERT INTO blobs (id, digest, size, created_at) VALUES (1, 'sha256:b1', 100, 1)"))
+            conn.execute(text("INSERT INTO blobs (id, digest, size, created_at) VALUES (2, 'sha256:b2', 7, 1)"))
+            # b1 in two repositories of ns (counted once), and in other; b2 in ns only.
+            conn.execute(
+                text(
+                    "INSERT INTO repository_blobs (repository_id, blob_id, created_at) "
+                    "VALUES (1, 1, 1), (2, 1, 1), (3, 1, 1), (1, 2, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO manifests (repository_id, digest, media_type, size, content, created_at) "
+                    "VALUES (1, 'sha256:m1', 'x', 30, :c, 1), (2, 'sha256:m1', 'x', 30, :c, 1)"
+                ),
+                {"c": b"{}"},
+            )
+        migrate.upgrade(database_url)
+        with engine.begin() as conn:
+            used = dict(
+                conn.execute(text("SELECT namespace_id, SUM(bytes) FROM namespace_usage GROUP BY namespace_id")).all()
+            )
+            items = conn.execute(text("SELECT COUNT(*) FROM namespace_usage_items WHERE namespace_id = 1")).scalar()
+        assert {int(k): int(v) for k, v in used.items()} == {1: 100 + 7 + 30, 2: 100}
+        assert items == 3
+    finally:
+        engine.dispose()
+
+
 def test_live_tag_is_unique(database_url: str) -> None:
     migrate.upgrade(database_url)
     engine = create_sync_engine(database_url)

@@ -268,6 +268,11 @@ class GcStore:
                 await self._bump(conn, {"tags": len(rows)})
         return [(row.repository, row.name) for row in rows]
 
+    def _chunks(self, rows: Any) -> list[list[Any]]:
+        """Rows in groups of at most one batch: one write transaction each."""
+        items = list(rows)
+        return [items[i : i + self.batch] for i in range(0, len(items), self.batch)]
+
     async def _id_window(self, conn: AsyncConnection, column: Any, after: int) -> int | None:
         top = await conn.scalar(select(func.max(column)))
         if top is None or after >= int(top):
@@ -293,20 +298,19 @@ class GcStore:
                     .where(manifests.c.id > after, manifests.c.id <= upper, condition)
                 )
             ).all()
-        if not rows:
-            return [], upper
-        async with self._session(dry) as conn:
-            # The condition again, in the DELETE itself: a concurrent reference wins.
-            gone = set(
-                (
+        gone: set[int] = set()
+        for chunk in self._chunks(rows):
+            async with self._session(dry) as conn:
+                # The condition again, in the DELETE itself: a concurrent reference wins.
+                removed = (
                     await conn.scalars(
                         delete(manifests)
-                        .where(manifests.c.id.in_([row.id for row in rows]), condition)
+                        .where(manifests.c.id.in_([row.id for row in chunk]), condition)
                         .returning(manifests.c.id)
                     )
                 ).all()
-            )
-            await self._bump(conn, {"manifests": len(gone)})
+                gone.update(removed)
+                await self._bump(conn, {"manifests": len(removed)})
         return [(row.repository, row.digest) for row in rows if row.id in gone], upper
 
     async def collect_links(
@@ -336,18 +340,15 @@ class GcStore:
                 )
             ).all()
         removed = 0
-        if rows:
+        for chunk in self._chunks(rows):
             async with self._session(dry) as conn:
-                for row in rows:
-                    result = await conn.execute(
-                        delete(repository_blobs).where(
-                            repository_blobs.c.repository_id == row.repository_id,
-                            repository_blobs.c.blob_id == row.blob_id,
-                            condition,
-                        )
+                result = await conn.execute(
+                    delete(repository_blobs).where(
+                        position.in_([(row.repository_id, row.blob_id) for row in chunk]), condition
                     )
-                    removed += result.rowcount
-                await self._bump(conn, {"links": removed})
+                )
+                removed += result.rowcount
+                await self._bump(conn, {"links": result.rowcount})
         return removed, end
 
     async def collect_usage_items(
@@ -378,25 +379,22 @@ class GcStore:
                 )
             ).all()
         removed = 0
-        if rows:
+        for chunk in self._chunks(rows):
             async with self._session(dry) as conn:
-                freed: dict[int, int] = {}
-                for row in rows:
-                    size = await conn.scalar(
+                deleted = (
+                    await conn.execute(
                         delete(namespace_usage_items)
-                        .where(
-                            namespace_usage_items.c.namespace_id == row.namespace_id,
-                            namespace_usage_items.c.digest == row.digest,
-                            condition,
-                        )
-                        .returning(namespace_usage_items.c.size)
+                        .where(position.in_([(row.namespace_id, row.digest) for row in chunk]), condition)
+                        .returning(namespace_usage_items.c.namespace_id, namespace_usage_items.c.size)
                     )
-                    if size is not None:
-                        removed += 1
-                        freed[int(row.namespace_id)] = freed.get(int(row.namespace_id), 0) + int(size)
-                for namespace_id, size in freed.items():
+                ).all()
+                freed: dict[int, int] = {}
+                for namespace_id, size in deleted:
+                    freed[int(namespace_id)] = freed.get(int(namespace_id), 0) + int(size)
+                for namespace_id, size in sorted(freed.items()):
                     await add_usage(conn, self.db.dialect, namespace_id, -size)
-                await self._bump(conn, {"usage_items": removed})
+                removed += len(deleted)
+                await self._bump(conn, {"usage_items": len(deleted)})
         return removed, end
 
     async def collect_blobs(
@@ -416,8 +414,14 @@ class GcStore:
                     )
                 )
             ).all()
-        if not rows:
-            return [], upper
+        removed: list[tuple[str, int]] = []
+        for chunk in self._chunks(rows):
+            removed.extend(await self._delete_blobs(chunk, condition, now, dry))
+        return removed, upper
+
+    async def _delete_blobs(
+        self, rows: list[Any], condition: Any, now: int, dry: AsyncConnection | None
+    ) -> list[tuple[str, int]]:
         ids = [row.id for row in rows]
         async with self._session(dry) as conn:
             held = (
@@ -446,7 +450,7 @@ class GcStore:
                 await conn.execute(insert(storage_deletions), records)
             removed = [(by_id[i].digest, int(by_id[i].size)) for i in sorted(gone)]
             await self._bump(conn, {"blobs": len(removed), "blob_bytes": sum(size for _, size in removed)})
-        return removed, upper
+        return removed
 
     # -- storage deletions ---------------------------------------------------------------------
 

@@ -376,7 +376,6 @@ class RegistryStore:
                     await conn.execute(
                         insert(manifest_children), [{"parent_id": manifest_id, "child_id": c} for c in child_ids]
                     )
-            await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, len(content), now)
             if tag is not None:
                 await move_tag(conn, repo_id, tag, int(manifest_id), now, expires_at=expires_at)
             if replicate:
@@ -389,6 +388,8 @@ class RegistryStore:
                         {"digest": blob_digest, "namespace": namespace},
                         dedupe_key=f"{REPLICATE}:{namespace}:{blob_digest}",
                     )
+            # Last: a namespace with a quota serialises new bytes on its lock until this commits.
+            await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, len(content), now)
 
     async def _blob_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
         wanted = set(digests)

@@ -112,7 +112,7 @@ async def charge(conn: AsyncConnection, dialect: str, namespace_id: int, digest:
         used = await used_bytes(conn, namespace_id)
         if used > limit:
             raise QuotaExceeded(
-                f"storage quota exceeded: this push needs {used} bytes in the namespace, "
-                f"its limit is {quota.limit} bytes (rejecting above {quota.reject_percent}%: {limit} bytes)",
+                f"storage quota exceeded: the namespace uses {used - size} bytes, this push adds {size}, "
+                f"its limit is {quota.limit} bytes (refused above {quota.reject_percent}%: {limit} bytes)",
                 detail={"used": used - size, "needed": size, "limit": quota.limit, "reject_at": limit},
             )

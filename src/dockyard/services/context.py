@@ -10,8 +10,11 @@ from dockyard.db.registry_store import RegistryStore
 from dockyard.queue import JobRunner
 from dockyard.services.accounts import AccountService
 from dockyard.services.blobs import BlobService
+from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.prune import PruneService
+from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
@@ -32,7 +35,10 @@ class Services:
     health: HealthService
     replication: ReplicationService
     tags: TagService
+    quota: QuotaService
+    prune: PruneService
     jobs: JobRunner
+    gc: GcService
 
     async def close(self) -> None:
         await self.registry_store.close()
