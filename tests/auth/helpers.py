@@ -19,6 +19,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 # --------------------------------------------------------------------------- constants
 
-DOCKYARD_BIN = os.environ.get("DOCKYARD_BIN", "/work/main/.venv/bin/dockyard")
+# The dockyard of the interpreter running the tests (the checkout under test).
+DOCKYARD_BIN = os.environ.get("DOCKYARD_BIN", str(Path(sys.executable).parent / "dockyard"))
 PG_ADMIN_DSN = os.environ.get("DOCKYARD_IT_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL_TEMPLATE = "postgresql://postgres@127.0.0.1:5432/{db}"
 READY_TIMEOUT = 20.0

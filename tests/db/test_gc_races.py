@@ -2,8 +2,9 @@
 
 Each test ages a row so that the collector would take it, opens a writer's transaction that makes
 a new reference the way the registry does (an update of the row's touch time plus the reference),
-starts the collector — whose DELETE must then wait for the writer's row lock — commits the writer,
-and checks that the collector re-evaluated its condition on the new row version and kept the row.
+runs the collector while that transaction is open — it must skip the row the writer holds rather
+than wait for it (no stall, no deadlock) — commits the writer, and checks that the row survives the
+collector run then and a second run after the commit (which sees the new reference and touch).
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ async def _age_everything(database: Database) -> None:
         await conn.execute(update(repository_blobs).values(created_at=0))
 
 
-async def _blocked_then_released(collector: Awaitable[object], release: Awaitable[None]) -> object:
-    task = asyncio.ensure_future(collector)
-    await asyncio.sleep(0.5)
-    assert not task.done(), "the collector did not wait for the writer's row lock"
-    await release
-    return await asyncio.wait_for(task, 10)
+async def _while_held(collector: Awaitable[object], release: Awaitable[None]) -> object:
+    """Run the collector while the writer holds its row lock: it must neither wait nor take the row."""
+    try:
+        return await asyncio.wait_for(collector, 10)
+    finally:
+        await release
 
 
 def test_a_tag_added_during_collection_keeps_the_manifest(migrated: str) -> None:
@@ -100,7 +101,7 @@ def test_a_tag_added_during_collection_keeps_the_manifest(migrated: str) -> None
             await writer.execute(
                 insert(tags).values(repository_id=row.repository_id, name="late", manifest_id=row.id, start_at=now_ms())
             )
-            removed, _ = await _blocked_then_released(gc.collect_manifests(cutoff, 0), transaction.commit())  # type: ignore[misc]
+            removed, _ = await _while_held(gc.collect_manifests(cutoff, 0), transaction.commit())  # type: ignore[misc]
         assert removed == []
         async with database.read() as conn:
             assert (
@@ -142,8 +143,10 @@ def test_a_manifest_pushed_during_collection_keeps_its_blob_link(migrated: str) 
                 .returning(manifests.c.id)
             )
             await writer.execute(insert(manifest_blobs).values(manifest_id=manifest_id, blob_id=blob_id))
-            removed, _ = await _blocked_then_released(gc.collect_links(cutoff, (0, 0)), transaction.commit())  # type: ignore[misc]
+            removed, _ = await _while_held(gc.collect_links(cutoff, (0, 0)), transaction.commit())  # type: ignore[misc]
         assert removed == 0
+        again, _ = await gc.collect_links(cutoff, (0, 0))
+        assert again == 0
         async with database.read() as conn:
             assert await conn.scalar(select(func.count()).select_from(repository_blobs)) == 1
 
@@ -168,8 +171,10 @@ def test_a_mount_during_collection_keeps_the_blob(migrated: str) -> None:
             await writer.execute(
                 insert(repository_blobs).values(repository_id=repo_id, blob_id=blob_id, created_at=now_ms())
             )
-            removed, _ = await _blocked_then_released(gc.collect_blobs(cutoff, 0, now_ms()), transaction.commit())  # type: ignore[misc]
+            removed, _ = await _while_held(gc.collect_blobs(cutoff, 0, now_ms()), transaction.commit())  # type: ignore[misc]
         assert removed == []
+        again, _ = await gc.collect_blobs(cutoff, 0, now_ms())
+        assert again == []
         async with database.read() as conn:
             assert await conn.scalar(select(func.count()).select_from(blobs).where(blobs.c.digest == blob)) == 1
 

@@ -18,6 +18,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,8 @@ import pytest
 
 # --------------------------------------------------------------------------- constants
 
-DOCKYARD_BIN = os.environ.get("DOCKYARD_BIN", "/work/main/.venv/bin/dockyard")
+# The dockyard of the interpreter running the tests (the checkout under test).
+DOCKYARD_BIN = os.environ.get("DOCKYARD_BIN", str(Path(sys.executable).parent / "dockyard"))
 REFERENCE_BIN = os.environ.get("DOCKYARD_IT_REFERENCE_BIN", "/usr/bin/docker-registry")
 PG_ADMIN_DSN = os.environ.get("DOCKYARD_IT_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL_TEMPLATE = "postgresql://postgres@127.0.0.1:5432/{db}"

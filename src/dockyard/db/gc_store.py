@@ -24,6 +24,7 @@ shows that no placement names the object again (an upload of the same digest may
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
@@ -67,6 +68,8 @@ PURGE_NAMESPACE = "purge-namespace"
 
 _DELETED = "~deleted~"
 _WINDOW = 8
+_SQLITE_WRITE_BATCH = 100
+_SQLITE_PAUSE = 0.03
 """A scan step looks at up to batch * _WINDOW rows and deletes up to that many."""
 
 
@@ -197,6 +200,10 @@ class GcStore:
     def __init__(self, db: Database, *, batch: int = 500) -> None:
         self.db = db
         self.batch = batch
+        # SQLite has one writer at a time, and a writer waiting for the lock sleeps in growing
+        # steps: smaller write transactions, and a pause after each, let pushes in between.
+        self.write_batch = batch if db.dialect != "sqlite" else min(batch, _SQLITE_WRITE_BATCH)
+        self.pause = _SQLITE_PAUSE if db.dialect == "sqlite" else 0.0
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -208,6 +215,8 @@ class GcStore:
             return
         async with self.db.write() as conn:
             yield conn
+        if self.pause:
+            await asyncio.sleep(self.pause)
 
     @asynccontextmanager
     async def dry_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -268,10 +277,18 @@ class GcStore:
                 await self._bump(conn, {"tags": len(rows)})
         return [(row.repository, row.name) for row in rows]
 
+    async def _lock(self, conn: AsyncConnection, query: Any) -> list[Any]:
+        """The rows of `query` this transaction could lock at once; rows a writer holds are
+        skipped (PostgreSQL), so the collector never waits on a push and never deadlocks with one."""
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return list((await conn.execute(query)).all())
+
     def _chunks(self, rows: Any) -> list[list[Any]]:
         """Rows in groups of at most one batch: one write transaction each."""
         items = list(rows)
-        return [items[i : i + self.batch] for i in range(0, len(items), self.batch)]
+        size = self.write_batch
+        return [items[i : i + size] for i in range(0, len(items), size)]
 
     async def _id_window(self, conn: AsyncConnection, column: Any, after: int) -> int | None:
         top = await conn.scalar(select(func.max(column)))
@@ -301,11 +318,14 @@ class GcStore:
         gone: set[int] = set()
         for chunk in self._chunks(rows):
             async with self._session(dry) as conn:
+                mine = await self._lock(
+                    conn, select(manifests.c.id).where(manifests.c.id.in_([row.id for row in chunk]), condition)
+                )
                 # The condition again, in the DELETE itself: a concurrent reference wins.
                 removed = (
                     await conn.scalars(
                         delete(manifests)
-                        .where(manifests.c.id.in_([row.id for row in chunk]), condition)
+                        .where(manifests.c.id.in_([row.id for row in mine]), condition)
                         .returning(manifests.c.id)
                     )
                 ).all()
@@ -342,9 +362,15 @@ class GcStore:
         removed = 0
         for chunk in self._chunks(rows):
             async with self._session(dry) as conn:
+                mine = await self._lock(
+                    conn,
+                    select(repository_blobs.c.repository_id, repository_blobs.c.blob_id).where(
+                        position.in_([(row.repository_id, row.blob_id) for row in chunk]), condition
+                    ),
+                )
                 result = await conn.execute(
                     delete(repository_blobs).where(
-                        position.in_([(row.repository_id, row.blob_id) for row in chunk]), condition
+                        position.in_([(row.repository_id, row.blob_id) for row in mine]), condition
                     )
                 )
                 removed += result.rowcount
@@ -381,10 +407,16 @@ class GcStore:
         removed = 0
         for chunk in self._chunks(rows):
             async with self._session(dry) as conn:
+                mine = await self._lock(
+                    conn,
+                    select(namespace_usage_items.c.namespace_id, namespace_usage_items.c.digest).where(
+                        position.in_([(row.namespace_id, row.digest) for row in chunk]), condition
+                    ),
+                )
                 deleted = (
                     await conn.execute(
                         delete(namespace_usage_items)
-                        .where(position.in_([(row.namespace_id, row.digest) for row in chunk]), condition)
+                        .where(position.in_([(row.namespace_id, row.digest) for row in mine]), condition)
                         .returning(namespace_usage_items.c.namespace_id, namespace_usage_items.c.size)
                     )
                 ).all()
@@ -422,8 +454,13 @@ class GcStore:
     async def _delete_blobs(
         self, rows: list[Any], condition: Any, now: int, dry: AsyncConnection | None
     ) -> list[tuple[str, int]]:
-        ids = [row.id for row in rows]
         async with self._session(dry) as conn:
+            ids = [
+                row.id
+                for row in await self._lock(
+                    conn, select(blobs.c.id).where(blobs.c.id.in_([r.id for r in rows]), condition)
+                )
+            ]
             held = (
                 await conn.execute(
                     select(placements.c.blob_id, placements.c.location, placements.c.key).where(

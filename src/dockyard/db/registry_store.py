@@ -340,34 +340,10 @@ class RegistryStore:
             child_ids = await self._manifest_ids_in(conn, repo_id, child_digests)
             # Re-pushing a known manifest revives it; the update also tells a concurrent collector
             # (through touched_at) that it is referenced again.
-            revived = await conn.execute(
-                update(manifests)
-                .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-                .values(deleted_at=None, touched_at=now)
+            manifest_id, created = await self._claim_manifest(
+                conn, repo_id, digest, media_type, content, artifact_type, subject, now
             )
-            manifest_id = None
-            if revived.rowcount:
-                manifest_id = await conn.scalar(
-                    select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-                )
-            if manifest_id is None:
-                manifest_id = (
-                    await conn.execute(
-                        insert(manifests)
-                        .values(
-                            repository_id=repo_id,
-                            digest=digest,
-                            media_type=media_type,
-                            artifact_type=artifact_type,
-                            subject_digest=subject,
-                            size=len(content),
-                            content=content,
-                            created_at=now,
-                            touched_at=now,
-                        )
-                        .returning(manifests.c.id)
-                    )
-                ).scalar_one()
+            if created:
                 if blob_ids:
                     await conn.execute(
                         insert(manifest_blobs), [{"manifest_id": manifest_id, "blob_id": b} for b in blob_ids]
@@ -390,6 +366,52 @@ class RegistryStore:
                     )
             # Last: a namespace with a quota serialises new bytes on its lock until this commits.
             await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, len(content), now)
+
+    async def _claim_manifest(
+        self,
+        conn: AsyncConnection,
+        repo_id: int,
+        digest: str,
+        media_type: str,
+        content: bytes,
+        artifact_type: str | None,
+        subject: str | None,
+        now: int,
+    ) -> tuple[int, bool]:
+        """The manifest row's id, and whether this transaction created it.
+
+        Re-pushing a known manifest revives it; the update also tells a concurrent collector
+        (through touched_at) that it is referenced again. Two first pushes of one manifest race
+        on the unique (repository, digest): the loser waits for the winner and revives its row.
+        """
+        while True:
+            revived = await conn.execute(
+                update(manifests)
+                .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                .values(deleted_at=None, touched_at=now)
+            )
+            if revived.rowcount:
+                query = select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                return int((await conn.execute(query)).scalar_one()), False
+            inserted = await conn.scalar(
+                self._insert_ignore(
+                    manifests,
+                    {
+                        "repository_id": repo_id,
+                        "digest": digest,
+                        "media_type": media_type,
+                        "artifact_type": artifact_type,
+                        "subject_digest": subject,
+                        "size": len(content),
+                        "content": content,
+                        "created_at": now,
+                        "touched_at": now,
+                    },
+                    ["repository_id", "digest"],
+                ).returning(manifests.c.id)
+            )
+            if inserted is not None:
+                return int(inserted), True
 
     async def _blob_ids_in(self, conn: AsyncConnection, repo_id: int, digests: Sequence[str]) -> list[int]:
         wanted = set(digests)

@@ -8,10 +8,11 @@ expired row stays until it is ended on the next move (or by garbage collection).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,10 +53,20 @@ async def immutability_reason(conn: AsyncConnection, repo_id: int, tag: str, now
     return None
 
 
+def _tag_lock_key(repo_id: int, tag: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"tag:{repo_id}:{tag}".encode()).digest()[:8], "big", signed=True)
+
+
 async def move_tag(
     conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int, *, expires_at: int | None = None
 ) -> None:
-    """Point `tag` at `manifest_id`, keeping history; refused for immutable tags."""
+    """Point `tag` at `manifest_id`, keeping history; refused for immutable tags.
+
+    Concurrent moves of one tag queue on a transaction lock of that tag (PostgreSQL; SQLite
+    writers are serialised already), so each ends the row the previous one started.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _tag_lock_key(repo_id, tag)})
     row = (
         await conn.execute(
             select(tags.c.manifest_id, tags.c.expires_at, tags.c.immutable).where(
