@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from dockyard.auth import AccessPolicy, Authenticator, TokenService
+from dockyard.auth.origin import TrustedProxies
 from dockyard.config import Settings
 from dockyard.db.accounts_store import AccountsStore
+from dockyard.db.audit import AuditStore, AuditWriter
 from dockyard.db.engine import Database, create_serving_engine
 from dockyard.db.gc_store import GcStore
 from dockyard.db.hot_reads import HotReads, open_hot_reads
@@ -28,6 +30,7 @@ from dockyard.db.locks import UploadLocks, open_upload_locks
 from dockyard.db.prune_store import PruneStore
 from dockyard.db.quota_store import QuotaStore
 from dockyard.db.registry_store import RegistryStore
+from dockyard.db.repositories_store import RepositoriesStore
 from dockyard.db.sweep_store import SweepStore
 from dockyard.db.tags_store import TagsStore
 from dockyard.domain.errors import DockyardError
@@ -38,14 +41,17 @@ from dockyard.registry.errors import error_response
 from dockyard.registry.routes import dispatch
 from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.services.accounts import AccountService
+from dockyard.services.audit import AuditService
 from dockyard.services.blobs import BlobService, Locations
 from dockyard.services.context import Services
 from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
 from dockyard.services.prune import PruneService
+from dockyard.services.pull_log import PullCounters, PullLog
 from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
+from dockyard.services.repositories import RepositoryService
 from dockyard.services.sweep import StorageSweeper
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
@@ -57,9 +63,12 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 log = logging.getLogger("dockyard")
 
 
-def build_services(settings: Settings, database: Database, hot: HotReads | None, locks: UploadLocks) -> Services:
-    store = RegistryStore(database, hot)
-    accounts = AccountsStore(database)
+def build_services(
+    settings: Settings, database: Database, hot: HotReads | None, locks: UploadLocks, metrics: Metrics | None = None
+) -> Services:
+    writer = AuditWriter(enabled=settings.audit.enabled)
+    store = RegistryStore(database, hot, writer)
+    accounts = AccountsStore(database, writer)
     auth = settings.auth
     tokens = TokenService(
         accounts, lifetime=auth.token_lifetime_seconds, refresh_lifetime=auth.refresh_token_lifetime_seconds
@@ -89,8 +98,18 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         store, locations, redirect=settings.storage.redirect, redirect_expiry=settings.storage.redirect_expiry_seconds
     )
     gc_settings = settings.gc
-    quota = QuotaService(QuotaStore(database))
-    prune = PruneService(PruneStore(database))
+    quota = QuotaService(QuotaStore(database, writer))
+    prune = PruneService(PruneStore(database, writer))
+    audit_settings = settings.audit
+    audit_store = AuditStore(database)
+    audit = AuditService(
+        audit_store,
+        stores,
+        archive_location=audit_settings.archive_location or settings.storage.preference[0],
+        retention_days=audit_settings.retention_days,
+        interval_seconds=audit_settings.retention_interval_seconds,
+        enabled=audit_settings.enabled,
+    )
 
     async def before_gc_pass() -> None:
         # Pruning only expires tags: the pass that follows collects what they held.
@@ -100,7 +119,7 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
         )
 
     gc = GcService(
-        GcStore(database, batch=gc_settings.batch),
+        GcStore(database, batch=gc_settings.batch, audit=writer),
         locations,
         locks,
         enabled=gc_settings.enabled,
@@ -113,17 +132,24 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
     )
     runner = JobRunner(
         jobs,
-        {replication.kind: replication.handle, quota.kind: quota.handle, prune.kind: prune.handle, **gc.handlers()},
+        {
+            replication.kind: replication.handle,
+            quota.kind: quota.handle,
+            prune.kind: prune.handle,
+            audit.kind: audit.handle,
+            **gc.handlers(),
+        },
         lease_seconds=settings.jobs.lease_seconds,
         poll_seconds=settings.jobs.poll_seconds,
     )
+    account_service = AccountService(accounts, authenticator, tokens)
     return Services(
         authenticator=authenticator,
         policy=AccessPolicy(hot.access_facts if hot is not None else accounts.access_facts),
         tokens=tokens,
         auth_settings=auth,
         base_url=settings.server.base_url,
-        accounts=AccountService(accounts, authenticator, tokens),
+        accounts=account_service,
         registry_store=store,
         blobs=blob_service,
         uploads=UploadService(store, locations, locks),
@@ -135,13 +161,30 @@ def build_services(settings: Settings, database: Database, hot: HotReads | None,
             replicate=replication.enabled,
             config_reader=blob_service.read_small,
         ),
-        tags=TagService(TagsStore(database)),
+        tags=TagService(TagsStore(database, writer)),
         quota=quota,
         prune=prune,
         replication=replication,
         jobs=runner,
         gc=gc,
         health=HealthService(store, locations),
+        repositories=RepositoryService(RepositoriesStore(database, writer), account_service, gc),
+        audit=audit,
+        pulls=PullLog(
+            audit_store,
+            enabled=audit_settings.enabled,
+            capacity=audit_settings.pull_buffer,
+            batch=audit_settings.pull_batch,
+            interval=audit_settings.pull_flush_seconds,
+            counters=None
+            if metrics is None
+            else PullCounters(
+                written=metrics.audit_pulls_written.inc,
+                dropped=metrics.audit_pulls_dropped.inc,
+                flushes=metrics.audit_pull_flushes.inc,
+            ),
+        ),
+        proxies=TrustedProxies(settings.server.trusted_proxies),
     )
 
 
@@ -151,23 +194,32 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(settings: Settings) -> Starlette:
+    # Only the server needs the REST API (FastAPI): commands skip importing it.
+    from dockyard.api.app import PREFIX as API_PREFIX  # noqa: PLC0415
+    from dockyard.api.app import api_not_found, build_api  # noqa: PLC0415
+
     pool_size = settings.database.pool_size
     database = Database(create_serving_engine(settings.database_url, pool_size=pool_size))
     locks = open_upload_locks(settings.database_url, settings.data_dir)
-    services = build_services(settings, database, open_hot_reads(settings.database_url, pool_size), locks)
     registry_metrics = Metrics()
+    services = build_services(
+        settings, database, open_hot_reads(settings.database_url, pool_size), locks, registry_metrics
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         workers = None
+        services.pulls.start()
         if settings.jobs.run_in_server:
             await services.gc.ensure_scheduled()
+            await services.audit.ensure_scheduled()
             workers = asyncio.create_task(services.jobs.forever(stop))
         yield
         stop.set()
         if workers is not None:
             await workers
+        await services.pulls.stop()
         await services.close()
 
     app = Starlette(
@@ -178,8 +230,9 @@ def build_app(settings: Settings) -> Starlette:
             Route("/health/instance", health_instance),
             Route("/health/endtoend", health_endtoend),
             Route("/metrics", metrics),
+            Mount(API_PREFIX, app=build_api(services)),
         ],
-        exception_handlers={Exception: _internal_error},
+        exception_handlers={404: api_not_found, Exception: _internal_error},
         lifespan=lifespan,
     )
     app.state.services = services

@@ -23,6 +23,7 @@ from dockyard.db.engine import Database, create_serving_engine
 from dockyard.db.gc_store import GcStore
 from dockyard.db.registry_store import RegistryStore
 from dockyard.db.tables import blobs, manifest_blobs, manifests, repositories, repository_blobs, tags
+from dockyard.domain.audit import DOCKYARD
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,7 @@ async def _image(store: RegistryStore, repository: str, layer: bytes) -> tuple[s
         child_digests=[],
         tag=None,
         creator=None,
+        actor=DOCKYARD,
     )
     return blob, _digest(content)
 

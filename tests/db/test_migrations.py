@@ -155,3 +155,37 @@ def test_bad_configuration_fails_at_start_naming_the_key(tmp_path: Path) -> None
     )
     assert validate.returncode != 0
     assert "storage.locations.local.driver" in validate.stderr
+
+
+def test_existing_app_tokens_get_every_scope(database_url: str) -> None:
+    migrate.upgrade(database_url, "0007")
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO namespaces (id, name, created_at) VALUES (1, 'u', 1)"))
+            conn.execute(
+                text("INSERT INTO accounts (id, kind, name, namespace_id, created_at) VALUES (1, 'user', 'u', 1, 1)")
+            )
+            conn.execute(
+                text("INSERT INTO app_tokens (account_id, title, token_hash, created_at) VALUES (1, 't', 'h', 1)")
+            )
+            conn.execute(text("INSERT INTO repositories (namespace_id, name, created_at) VALUES (1, 'u/r', 1)"))
+        migrate.upgrade(database_url)
+        with engine.begin() as conn:
+            scopes = conn.execute(text("SELECT scopes FROM app_tokens")).scalar_one()
+            description = conn.execute(text("SELECT description FROM repositories")).scalar_one()
+        assert scopes.split() == [
+            "repo:read",
+            "repo:write",
+            "repo:admin",
+            "repo:create",
+            "org:admin",
+            "user:read",
+            "user:admin",
+            "super:user",
+        ]
+        assert description is None
+        migrate.downgrade(database_url, "0007")
+        migrate.upgrade(database_url)
+    finally:
+        engine.dispose()

@@ -23,6 +23,7 @@ from dockyard.db.quota_store import QuotaStore
 from dockyard.db.registry_store import RegistryStore
 from dockyard.db.tables import namespace_usage, namespace_usage_items, namespaces
 from dockyard.db.usage import add_usage
+from dockyard.domain.audit import DOCKYARD
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ async def _race(url: str, namespace: str, *, limit: int | None) -> None:
             f"{namespace}/seed", "sha256:" + "0" * 64, 1, "local", key=None, upload_id=None, creator=None
         )
         if limit is not None:
-            await quotas.set_quota(namespace, limit)
+            await quotas.set_quota(namespace, limit, actor=DOCKYARD)
         async with database.read() as conn:
             namespace_id = int(await conn.scalar(select(namespaces.c.id).where(namespaces.c.name == namespace)) or 0)
         stop = asyncio.Event()

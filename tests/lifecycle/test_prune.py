@@ -28,6 +28,7 @@ from dockyard.db.engine import Database, create_serving_engine
 from dockyard.db.prune_store import PruneStore
 from dockyard.db.tables import manifests, namespaces, repositories, tags
 from dockyard.db.tags_store import move_tag
+from dockyard.domain.audit import system_actor
 
 pytestmark = pytest.mark.integration
 
@@ -197,7 +198,7 @@ def test_keep_n_with_pattern_dry_run_run_and_restore(server: Server) -> None:
     assert total == "would expire 3 tags"
     assert _tags(server, "keepn/app") == before  # a dry run changes nothing
     assert _get(server, "keepn/app", "v2").status_code == 200
-    assert server.audit(namespace="keepn") == []
+    assert server.audit(namespace="keepn", kind="tag.expire") == []
 
     expired, total = _prune(server, dry_run=False, namespace="keepn")
     assert expired == planned
@@ -259,7 +260,9 @@ def test_older_than_expires_only_old_matching_tags(server: Server) -> None:
     assert _tags(server, "aged/app") == ["stable"]
     assert _get(server, "aged/app", "nightly-1").status_code == 404
     assert _get(server, "aged/app", "stable").content == old["stable"]
-    assert sorted((e.metadata["tag"], e.metadata["policy"]) for e in server.audit(namespace="aged")) == [
+    assert sorted(
+        (e.metadata["tag"], e.metadata["policy"]) for e in server.audit(namespace="aged", kind="tag.expire")
+    ) == [
         ("nightly-1", policy),
         ("nightly-2", policy),
         ("nightly-3", policy),
@@ -347,7 +350,9 @@ def test_apply_expires_only_what_is_still_decided_and_audits_it(tmp_path: Path) 
         try:
             ids = await _seed(db)
             store = PruneStore(db)
-            policy = await store.add("ns", None, keep_count=1, older_than_seconds=None, tag_pattern=None)
+            policy = await store.add(
+                "ns", None, keep_count=1, older_than_seconds=None, tag_pattern=None, actor=system_actor("test")
+            )
             now = 10_000
             planned = await store.plan(now)
             assert [(d.tag, d.reason) for d in planned] == [
@@ -370,7 +375,7 @@ def test_apply_expires_only_what_is_still_decided_and_audits_it(tmp_path: Path) 
             audit = AuditStore(db)
             async with db.write() as conn:
                 await record(conn, "repo.create", performer="admin", namespace="ns", repository="ns/app", now=now + 5)
-            newest_first = await audit.entries(namespace="ns")
+            newest_first = [e for e in await audit.entries(namespace="ns") if e.kind != "prune_policy.add"]
             assert [(e.kind, e.created_at) for e in newest_first] == [("repo.create", now + 5), ("tag.expire", now + 2)]
             (entry,) = await audit.entries(kind="tag.expire", repository="ns/app", since_ms=now)
             assert (entry.performer, entry.namespace) == ("prune-policy", "ns")
@@ -380,13 +385,13 @@ def test_apply_expires_only_what_is_still_decided_and_audits_it(tmp_path: Path) 
                 "policy": policy.id,
                 "reason": "keep 1 most recent tags: this is #4",
             }
-            assert await audit.entries(since_ms=now + 6) == []
+            assert await audit.entries(kind="tag", since_ms=now + 6) == []
 
             # A decision naming another manifest, or a removed policy, expires nothing.
             (d_now,) = await store.plan(now + 4)
             assert (d_now.tag, d_now.reason) == ("d", "keep 1 most recent tags: this is #2")
             assert await store.apply([replace(d_now, digest=f"sha256:{3:064x}")], now + 4) == []
-            await store.remove(policy.id)
+            await store.remove(policy.id, actor=system_actor("test"))
             assert await store.plan(now + 4) == []
             assert await store.apply([d_now], now + 4) == []
         finally:

@@ -32,7 +32,9 @@ class MemoryKeys:
     async def signing_keys(self) -> list[SigningKey]:
         return list(self.keys)
 
-    async def add_signing_key(self, kid: str, private_pem: str, public_pem: str, *, retire_others: bool) -> None:
+    async def add_signing_key(
+        self, kid: str, private_pem: str, public_pem: str, *, retire_others: bool, actor: object = None
+    ) -> None:
         now = int(time.time() * 1000) + len(self.keys)
         if retire_others:
             self.keys = [SigningKey(k.kid, k.private_pem, k.public_pem, k.created_at, now) for k in self.keys]

@@ -11,10 +11,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from dockyard.auth import secrets as sec
+from dockyard.auth.origin import actor_of
 from dockyard.auth.principal import ANONYMOUS, Principal
 from dockyard.auth.tokens import TokenService
 from dockyard.config.settings import AuthSettings
 from dockyard.db.accounts_store import Account, AccountsStore
+from dockyard.domain import audit
+from dockyard.domain.access import Scope, parse_scopes
 from dockyard.domain.errors import TooManyRequests, Unauthorized
 
 #: (account_id, app_token_id) -> (enabled, epoch) of a live account, None when gone or revoked.
@@ -52,7 +55,9 @@ class Authenticator:
         self._logins: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._cli_secret: str | None = None
 
-    async def authenticate(self, authorization: str | None, client_ip: str, service: str) -> Principal:
+    async def authenticate(
+        self, authorization: str | None, client_ip: str, service: str, *, user_agent: str | None = None
+    ) -> Principal:
         if not authorization:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
@@ -63,8 +68,37 @@ class Authenticator:
             return principal
         if scheme == "basic":
             username, secret = decode_basic(value)
-            return await self.login(username, secret, client_ip)
+            return await self.login(username, secret, client_ip, user_agent=user_agent)
         raise Unauthorized(f"unsupported authorization scheme {scheme!r}")
+
+    async def authenticate_api(self, authorization: str | None, client_ip: str) -> Principal:
+        """The REST API's credentials: `Bearer` with an app token or a robot token, or Basic as on
+        the registry (`user:password`, `$app:TOKEN`, `NS+ROBOT:TOKEN` …). No credentials: anonymous.
+
+        Registry bearer tokens (JWTs from /v2/auth) are not accepted here: their audience is the
+        registry, and they carry registry actions, not API scopes.
+        """
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, value = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            username, secret = decode_basic(value)
+            return await self.login(username, secret, client_ip)
+        if scheme != "bearer":
+            raise Unauthorized(f"unsupported authorization scheme {scheme!r}")
+        token = value.strip()
+        principal: Principal | None = None
+        if token.startswith(sec.APP_TOKEN_PREFIX):
+            principal = await self._app_token(token)
+        elif token.startswith(sec.ROBOT_TOKEN_PREFIX):
+            robot = await self.store.robot_by_token_hash(sec.token_hash(token))
+            if robot is not None and robot.enabled:
+                principal = self._principal(robot, "robot_token")
+        if principal is None:
+            # Tokens are 256-bit random values: guessing is hopeless, so no failed-login count.
+            raise Unauthorized("invalid or expired bearer token")
+        return principal
 
     async def check_live(self, principal: Principal) -> None:
         if principal.account_id is None:
@@ -73,7 +107,19 @@ class Authenticator:
         if state is None or not state[0] or state[1] != principal.epoch:
             raise Unauthorized("these credentials are no longer valid")
 
-    async def login(self, username: str, secret: str, client_ip: str) -> Principal:
+    async def login(
+        self,
+        username: str,
+        secret: str,
+        client_ip: str,
+        *,
+        user_agent: str | None = None,
+        endpoint: str = "basic",
+        record_success: bool = False,
+    ) -> Principal:
+        """Verify a user name and secret. Every failure is audited (`login.failure`, with
+        `endpoint`); a success only with `record_success` (the token endpoint), since clients
+        sending Basic on every registry request would log one login per request."""
         window = self.settings.failed_login_window_seconds * 1000
         keys = [f"user:{username}"[:400], f"ip:{client_ip}"]
         # A locked-out user or address is refused even with valid (or cached) credentials, so a
@@ -84,15 +130,26 @@ class Authenticator:
         cached = self._logins.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
             await self.check_live(cached[1])
-            return cached[1]
-        principal = await self._verify(username, secret)
-        if principal is None:
-            await self.store.record_failure(keys, window)
-            raise Unauthorized("invalid username or password")
-        await self.store.clear_failures(keys[0])
-        self._logins[cache_key] = (time.monotonic() + _LOGIN_CACHE_SECONDS, principal)
-        while len(self._logins) > _LOGIN_CACHE_SIZE:
-            self._logins.popitem(last=False)
+            principal: Principal | None = cached[1]
+        else:
+            principal = await self._verify(username, secret)
+            if principal is None:
+                await self.store.record_failure(
+                    keys,
+                    window,
+                    actor=_attempted(username, client_ip, user_agent),
+                    metadata={"username": username[:300], "endpoint": endpoint},
+                )
+                raise Unauthorized("invalid username or password")
+            await self.store.clear_failures(keys[0])
+            self._logins[cache_key] = (time.monotonic() + _LOGIN_CACHE_SECONDS, principal)
+            while len(self._logins) > _LOGIN_CACHE_SIZE:
+                self._logins.popitem(last=False)
+        assert principal is not None
+        if record_success:
+            await self.store.record_login(
+                actor_of(principal, client_ip, user_agent), {"endpoint": endpoint, "method": principal.via}
+            )
         return principal
 
     async def cli_password(self, account: Account) -> str:
@@ -103,7 +160,9 @@ class Authenticator:
             self._cli_secret = await self.store.secret(CLI_SECRET_NAME, secrets.token_urlsafe(32))
         return self._cli_secret
 
-    def _principal(self, account: Account, via: str, app_token_id: int | None = None) -> Principal:
+    def _principal(
+        self, account: Account, via: str, app_token_id: int | None = None, scopes: frozenset[Scope] | None = None
+    ) -> Principal:
         return Principal(
             account_id=account.id,
             name=account.name,
@@ -112,20 +171,12 @@ class Authenticator:
             epoch=account.epoch,
             app_token_id=app_token_id,
             via=via,
+            scopes=scopes,
         )
 
     async def _verify(self, username: str, secret: str) -> Principal | None:
         if username == "$app":
-            token = await self.store.app_token_by_hash(sec.token_hash(secret))
-            if token is None or token.revoked_at is not None:
-                return None
-            if token.expires_at is not None and token.expires_at <= time.time() * 1000:
-                return None
-            owner = await self.store.account_by_id(token.account_id)
-            if owner is None or not owner.enabled:
-                return None
-            await self.store.touch_app_token(token.id)
-            return self._principal(owner, "app_token", token.id)
+            return await self._app_token(secret)
         account = await self.store.account(username)
         if account is None or not account.enabled:
             return None
@@ -140,6 +191,26 @@ class Authenticator:
         if await sec.verify_password(account.password_hash, secret):
             return self._principal(account, "password")
         return None
+
+    async def _app_token(self, secret: str) -> Principal | None:
+        token = await self.store.app_token_by_hash(sec.token_hash(secret))
+        if token is None or token.revoked_at is not None:
+            return None
+        if token.expires_at is not None and token.expires_at <= time.time() * 1000:
+            return None
+        owner = await self.store.account_by_id(token.account_id)
+        if owner is None or not owner.enabled:
+            return None
+        await self.store.touch_app_token(token.id)
+        return self._principal(owner, "app_token", token.id, parse_scopes([token.scopes]))
+
+
+def _attempted(username: str, client_ip: str, user_agent: str | None) -> audit.Actor:
+    """The actor of a failed login: the name tried (unverified), its kind read from its form."""
+    if username == "$app":
+        return audit.Actor(None, audit.APP_TOKEN, client_ip, user_agent[:512] if user_agent else None)
+    kind = audit.ROBOT if "+" in username else audit.USER
+    return audit.Actor(username[:300], kind, client_ip, user_agent[:512] if user_agent else None)
 
 
 def decode_basic(value: str) -> tuple[str, str]:

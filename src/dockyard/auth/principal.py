@@ -1,18 +1,40 @@
-"""The caller of a request."""
+"""The caller of a request, what it asks to do, and on what."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
+from dockyard.domain.access import Scope
+
 
 class Action(enum.StrEnum):
-    """Registry actions, named as in the Docker token protocol's scopes."""
+    """What a principal asks to do.
+
+    The first four are registry actions, named as in the Docker token protocol's scopes; the others
+    are the administrative actions of the REST API.
+    """
 
     PULL = "pull"
     PUSH = "push"
     DELETE = "delete"
     CATALOG = "catalog"
+    REPO_ADMIN = "repo-admin"
+    """Change a repository's settings, rules and permissions; delete it (role admin)."""
+    REPO_CREATE = "repo-create"
+    """Create a repository (namespace owner, org team creator or admin)."""
+    NAMESPACE_ADMIN = "namespace-admin"
+    """Administer a user or organization namespace (its owner, an org team admin)."""
+    USER_READ = "user-read"
+    """Read one's own user account."""
+    USER_ADMIN = "user-admin"
+    """Change one's own user account (password, tokens)."""
+    SUPERUSER = "superuser"
+    """Administer the registry itself (users, every namespace)."""
+
+
+#: Registry actions on a repository (what registry bearer tokens carry).
+REGISTRY_ACTIONS = frozenset({Action.PULL, Action.PUSH, Action.DELETE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +43,9 @@ class Principal:
 
     `grants` is set when the caller presented a registry bearer token: it may do exactly the
     (repository, action) pairs the token carries, nothing else.
+
+    `scopes` is set when the caller presented a scoped token (an app token; later OAuth2 access
+    tokens): it caps what the account's roles allow. None means no cap (a password, a robot token).
     """
 
     account_id: int | None = None
@@ -31,6 +56,7 @@ class Principal:
     app_token_id: int | None = None
     via: str = "anonymous"
     grants: frozenset[tuple[str, str]] | None = None
+    scopes: frozenset[Scope] | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -42,6 +68,14 @@ ANONYMOUS = Principal()
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """What an action applies to: a repository by name, or the registry (`repository=None`)."""
+    """What an action applies to.
+
+    - `repository`: a repository by name (which may not exist yet, for a push or a create);
+    - `namespace`: a user or organization namespace by name;
+    - `account`: a user account by name;
+    - nothing: the registry itself (the catalog, superuser actions).
+    """
 
     repository: str | None = None
+    namespace: str | None = None
+    account: str | None = None

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dockyard.auth.principal import Principal
 from dockyard.db.accounts_store import AccountsStore, SigningKey
+from dockyard.domain.access import parse_scopes, scopes_text
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import Unauthorized
 
 ISSUER = "dockyard"
@@ -77,9 +79,9 @@ class TokenService:
         self._signing = (active.kid, serialization.load_pem_private_key(active.private_pem.encode(), None))
         self._loaded_at = time.monotonic()
 
-    async def rotate(self) -> str:
+    async def rotate(self, actor: Actor | None = None) -> str:
         kid, private_pem, public_pem = generate_key()
-        await self.store.add_signing_key(kid, private_pem, public_pem, retire_others=True)
+        await self.store.add_signing_key(kid, private_pem, public_pem, retire_others=True, actor=actor)
         await self._load(force=True)
         return kid
 
@@ -108,6 +110,8 @@ class TokenService:
                 "k": principal.kind,
                 "via": principal.via,
                 "typ": "refresh" if refresh else "access",
+                # A scoped principal stays scoped when its refresh token buys a new access token.
+                "sc": None if principal.scopes is None else scopes_text(principal.scopes),
             },
         }
         token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
@@ -156,6 +160,7 @@ class TokenService:
             if isinstance(entry, dict) and entry.get("type") == "repository"
             for action in entry.get("actions") or []
         )
+        scopes = extra.get("sc")
         principal = Principal(
             account_id=extra.get("aid"),
             name=claims.get("sub") or None,
@@ -165,6 +170,7 @@ class TokenService:
             app_token_id=extra.get("tid"),
             via=str(extra.get("via") or "token"),
             grants=grants,
+            scopes=parse_scopes([scopes]) if isinstance(scopes, str) else None,
         )
         self._verified[cache_key] = (float(claims["exp"]), principal)
         while len(self._verified) > _VERIFIED_CACHE:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from dockyard.config import Settings
+from dockyard.domain.audit import SYSTEM, Actor
 from dockyard.domain.errors import DockyardError
 
 if TYPE_CHECKING:
@@ -46,6 +49,16 @@ def run(config_file: Path | None, data_dir: Path | None, action: Callable[[Servi
         raise click.ClickException(exc.message) from None
 
 
+@functools.cache
+def cli_actor() -> Actor:
+    """Who the audit log names for a command: the operating-system user running it (kind `system`)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        user = ""
+    return Actor(performer=user or "cli", performer_kind=SYSTEM, user_agent="dockyard-cli")
+
+
 def _password_from_stdin() -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -74,7 +87,11 @@ def user_create(
 ) -> None:
     """Create user NAME (and its namespace)."""
     password = _password_from_stdin()
-    run(config_file, data_dir, lambda s: s.accounts.create_user(name, password, email=email, superuser=superuser))
+    run(
+        config_file,
+        data_dir,
+        lambda s: s.accounts.create_user(name, password, email=email, superuser=superuser, actor=cli_actor()),
+    )
     click.echo(f"created user {name}")
 
 
@@ -86,7 +103,7 @@ def user_create(
 def user_passwd(name: str, password_stdin: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Set NAME's password (invalidates its tokens and encrypted CLI password)."""
     password = _password_from_stdin()
-    run(config_file, data_dir, lambda s: s.accounts.set_password(name, password))
+    run(config_file, data_dir, lambda s: s.accounts.set_password(name, password, actor=cli_actor()))
     click.echo(f"password of {name} changed")
 
 
@@ -96,7 +113,7 @@ def user_passwd(name: str, password_stdin: bool, config_file: Path | None, data_
 @data_dir_option
 def user_disable(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Disable NAME: no login, every token it holds stops working."""
-    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, False))
+    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, False, actor=cli_actor()))
     click.echo(f"disabled {name}")
 
 
@@ -106,7 +123,7 @@ def user_disable(name: str, config_file: Path | None, data_dir: Path | None) -> 
 @data_dir_option
 def user_enable(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Enable NAME again."""
-    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, True))
+    run(config_file, data_dir, lambda s: s.accounts.set_enabled(name, True, actor=cli_actor()))
     click.echo(f"enabled {name}")
 
 
@@ -131,7 +148,7 @@ def org() -> None:
 @data_dir_option
 def org_create(name: str, owner: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Create organization NAME with an owners team."""
-    run(config_file, data_dir, lambda s: s.accounts.create_org(name, owner))
+    run(config_file, data_dir, lambda s: s.accounts.create_org(name, owner, actor=cli_actor()))
     click.echo(f"created organization {name}")
 
 
@@ -142,7 +159,7 @@ def org_create(name: str, owner: str, config_file: Path | None, data_dir: Path |
 @data_dir_option
 def org_delete(name: str, yes: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Delete organization NAME with its teams, robots and repositories (purged in the background)."""
-    count = run(config_file, data_dir, lambda s: s.gc.delete_namespace(name, performer="cli"))
+    count = run(config_file, data_dir, lambda s: s.gc.delete_namespace(name, actor=cli_actor()))
     click.echo(f"deleted organization {name} and its {count} repositories; contents are purged in the background")
 
 
@@ -157,7 +174,11 @@ def org_default_perm(
     name: str, subject: str, role: str, creator: str | None, config_file: Path | None, data_dir: Path | None
 ) -> None:
     """When a repository is created in NAME, grant SUBJECT (user, ORG/TEAM or NS+ROBOT) ROLE."""
-    run(config_file, data_dir, lambda s: s.accounts.add_default_permission(name, subject, role, creator))
+    run(
+        config_file,
+        data_dir,
+        lambda s: s.accounts.add_default_permission(name, subject, role, creator, actor=cli_actor()),
+    )
     click.echo(f"default permission: {subject} gets {role} on new repositories in {name}")
 
 
@@ -174,7 +195,7 @@ def team() -> None:
 @data_dir_option
 def team_create(org_name: str, name: str, role: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Create team NAME in ORG."""
-    run(config_file, data_dir, lambda s: s.accounts.create_team(org_name, name, role))
+    run(config_file, data_dir, lambda s: s.accounts.create_team(org_name, name, role, actor=cli_actor()))
     click.echo(f"created team {org_name}/{name} ({role})")
 
 
@@ -186,7 +207,7 @@ def team_create(org_name: str, name: str, role: str, config_file: Path | None, d
 @data_dir_option
 def team_add(org_name: str, name: str, member: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Add MEMBER (a user, or a robot NS+NAME) to team ORG/NAME."""
-    run(config_file, data_dir, lambda s: s.accounts.add_team_member(org_name, name, member))
+    run(config_file, data_dir, lambda s: s.accounts.add_team_member(org_name, name, member, actor=cli_actor()))
     click.echo(f"added {member} to {org_name}/{name}")
 
 
@@ -202,7 +223,7 @@ def robot() -> None:
 @data_dir_option
 def robot_create(namespace: str, name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Create robot NAMESPACE+NAME; prints its name and its token (shown only now)."""
-    full, token = run(config_file, data_dir, lambda s: s.accounts.create_robot(namespace, name))
+    full, token = run(config_file, data_dir, lambda s: s.accounts.create_robot(namespace, name, actor=cli_actor()))
     click.echo(full)
     click.echo(token)
 
@@ -213,7 +234,7 @@ def robot_create(namespace: str, name: str, config_file: Path | None, data_dir: 
 @data_dir_option
 def robot_regenerate(full_name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Give a robot a new token (printed); the old token and tokens issued for it stop working."""
-    click.echo(run(config_file, data_dir, lambda s: s.accounts.regenerate_robot_token(full_name)))
+    click.echo(run(config_file, data_dir, lambda s: s.accounts.regenerate_robot_token(full_name, actor=cli_actor())))
 
 
 @robot.command("delete")
@@ -222,7 +243,7 @@ def robot_regenerate(full_name: str, config_file: Path | None, data_dir: Path | 
 @data_dir_option
 def robot_delete(full_name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Delete a robot; its access ends at once."""
-    run(config_file, data_dir, lambda s: s.accounts.delete_robot(full_name))
+    run(config_file, data_dir, lambda s: s.accounts.delete_robot(full_name, actor=cli_actor()))
     click.echo(f"deleted {full_name}")
 
 
@@ -238,7 +259,7 @@ def repo() -> None:
 @data_dir_option
 def repo_create(name: str, public: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Create a repository (private unless --public)."""
-    run(config_file, data_dir, lambda s: s.accounts.create_repository(name, public=public))
+    run(config_file, data_dir, lambda s: s.accounts.create_repository(name, public=public, actor=cli_actor()))
     click.echo(f"created {'public' if public else 'private'} repository {name}")
 
 
@@ -249,7 +270,11 @@ def repo_create(name: str, public: bool, config_file: Path | None, data_dir: Pat
 @data_dir_option
 def repo_visibility(name: str, visibility: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Make a repository public or private."""
-    run(config_file, data_dir, lambda s: s.accounts.set_visibility(name, public=visibility == "public"))
+    run(
+        config_file,
+        data_dir,
+        lambda s: s.accounts.set_visibility(name, public=visibility == "public", actor=cli_actor()),
+    )
     click.echo(f"{name} is {visibility}")
 
 
@@ -259,7 +284,7 @@ def repo_visibility(name: str, visibility: str, config_file: Path | None, data_d
 @data_dir_option
 def repo_delete(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Delete a repository: it disappears at once, a background worker purges its contents."""
-    run(config_file, data_dir, lambda s: s.gc.delete_repository(name, performer="cli"))
+    run(config_file, data_dir, lambda s: s.gc.delete_repository(name, actor=cli_actor()))
     click.echo(f"deleted {name}; its contents are purged in the background (or now by `dockyard gc run`)")
 
 
@@ -276,7 +301,7 @@ def perm() -> None:
 @data_dir_option
 def perm_grant(repository: str, subject: str, role: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Grant SUBJECT (user, ORG/TEAM or NS+ROBOT) ROLE on a repository."""
-    run(config_file, data_dir, lambda s: s.accounts.grant(repository, subject, role))
+    run(config_file, data_dir, lambda s: s.accounts.grant(repository, subject, role, actor=cli_actor()))
     click.echo(f"{subject} has {role} on {repository}")
 
 
@@ -287,7 +312,7 @@ def perm_grant(repository: str, subject: str, role: str, config_file: Path | Non
 @data_dir_option
 def perm_revoke(repository: str, subject: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Remove SUBJECT's permission on a repository."""
-    run(config_file, data_dir, lambda s: s.accounts.revoke(repository, subject))
+    run(config_file, data_dir, lambda s: s.accounts.revoke(repository, subject, actor=cli_actor()))
     click.echo(f"revoked {subject} on {repository}")
 
 
@@ -300,13 +325,30 @@ def token() -> None:
 @click.argument("user_name", metavar="USER")
 @click.option("--title", required=True)
 @click.option("--expires", help="Lifetime, e.g. 12h, 30d, 2w (default: no expiry).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="What the token may do (repeatable): repo:read, repo:write, repo:admin, repo:create, org:admin, "
+    "user:read, user:admin, super:user. Default: every scope.",
+)
 @config_option
 @data_dir_option
 def token_create(
-    user_name: str, title: str, expires: str | None, config_file: Path | None, data_dir: Path | None
+    user_name: str,
+    title: str,
+    expires: str | None,
+    scopes: tuple[str, ...],
+    config_file: Path | None,
+    data_dir: Path | None,
 ) -> None:
-    """Create an app token for USER; prints it (shown only now). Log in as `$app` with it."""
-    _, secret = run(config_file, data_dir, lambda s: s.accounts.create_app_token(user_name, title, expires))
+    """Create an app token for USER; prints it (shown only now). Log in as `$app` with it, or send it
+    as `Authorization: Bearer` to the REST API."""
+    _, secret = run(
+        config_file,
+        data_dir,
+        lambda s: s.accounts.create_app_token(user_name, title, expires, scopes, actor=cli_actor()),
+    )
     click.echo(secret)
 
 
@@ -320,7 +362,7 @@ def token_list(user_name: str, config_file: Path | None, data_dir: Path | None) 
         state = "revoked" if item.revoked_at else "active"
         click.echo(
             f"{item.id}\t{item.title}\t{state}\tcreated {_when(item.created_at)}\t"
-            f"expires {_when(item.expires_at)}\tlast used {_when(item.last_used_at)}"
+            f"expires {_when(item.expires_at)}\tlast used {_when(item.last_used_at)}\tscopes {item.scopes}"
         )
 
 
@@ -331,7 +373,7 @@ def token_list(user_name: str, config_file: Path | None, data_dir: Path | None) 
 @data_dir_option
 def token_revoke(user_name: str, token_id: int, config_file: Path | None, data_dir: Path | None) -> None:
     """Revoke one of USER's app tokens."""
-    run(config_file, data_dir, lambda s: s.accounts.revoke_app_token(user_name, token_id))
+    run(config_file, data_dir, lambda s: s.accounts.revoke_app_token(user_name, token_id, actor=cli_actor()))
     click.echo(f"revoked token {token_id}")
 
 
@@ -345,7 +387,7 @@ def auth() -> None:
 @data_dir_option
 def auth_rotate_key(config_file: Path | None, data_dir: Path | None) -> None:
     """Add a new signing key and retire the others (they verify until their tokens expire)."""
-    click.echo(run(config_file, data_dir, lambda s: s.accounts.rotate_signing_key()))
+    click.echo(run(config_file, data_dir, lambda s: s.accounts.rotate_signing_key(actor=cli_actor())))
 
 
 @click.group()
@@ -382,6 +424,7 @@ def worker(config_file: Path | None, data_dir: Path | None) -> None:
 
     async def forever(services: Services) -> None:
         await services.gc.ensure_scheduled()
+        await services.audit.ensure_scheduled()
         await services.jobs.forever(asyncio.Event())
 
     run(config_file, data_dir, forever)
@@ -415,7 +458,7 @@ def tag_history(repository: str, name: str, config_file: Path | None, data_dir: 
 @data_dir_option
 def tag_restore(repository: str, name: str, digest: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Point TAG back at DIGEST (which it pointed at within the namespace's time-machine window)."""
-    run(config_file, data_dir, lambda s: s.tags.restore(repository, name, digest))
+    run(config_file, data_dir, lambda s: s.tags.restore(repository, name, digest, actor=cli_actor()))
     click.echo(f"{repository}:{name} -> {digest}")
 
 
@@ -426,7 +469,7 @@ def tag_restore(repository: str, name: str, digest: str, config_file: Path | Non
 @data_dir_option
 def tag_purge(repository: str, name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Delete TAG permanently, with its history: it cannot be restored."""
-    rows = run(config_file, data_dir, lambda s: s.tags.purge(repository, name))
+    rows = run(config_file, data_dir, lambda s: s.tags.purge(repository, name, actor=cli_actor()))
     click.echo(f"purged {repository}:{name} ({rows} history rows)")
 
 
@@ -443,7 +486,11 @@ def tag_expire(
     """Set or clear TAG's expiry; an expired tag disappears from listings and pulls."""
     if clear == (duration is not None):
         raise click.UsageError("give exactly one of --in DURATION or --clear")
-    when = run(config_file, data_dir, lambda s: s.tags.expire_in(repository, name, None if clear else duration))
+    when = run(
+        config_file,
+        data_dir,
+        lambda s: s.tags.expire_in(repository, name, None if clear else duration, actor=cli_actor()),
+    )
     click.echo(f"{repository}:{name} expires {_when(when)}")
 
 
@@ -455,7 +502,7 @@ def tag_expire(
 @data_dir_option
 def tag_immutable(repository: str, name: str, state: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Pin TAG (on): it can be neither moved nor deleted until turned off."""
-    run(config_file, data_dir, lambda s: s.tags.set_immutable(repository, name, state == "on"))
+    run(config_file, data_dir, lambda s: s.tags.set_immutable(repository, name, state == "on", actor=cli_actor()))
     click.echo(f"{repository}:{name} immutable {state}")
 
 
@@ -476,9 +523,9 @@ def repo_immutable_rule(
     if pattern is None:
         raise click.UsageError("PATTERN is required")
     if action == "add":
-        run(config_file, data_dir, lambda s: s.tags.add_rule(repository, pattern))
+        run(config_file, data_dir, lambda s: s.tags.add_rule(repository, pattern, actor=cli_actor()))
     else:
-        run(config_file, data_dir, lambda s: s.tags.remove_rule(repository, pattern))
+        run(config_file, data_dir, lambda s: s.tags.remove_rule(repository, pattern, actor=cli_actor()))
     click.echo(f"{action} rule {pattern!r} on {repository}")
 
 
@@ -489,7 +536,7 @@ def repo_immutable_rule(
 @data_dir_option
 def org_time_machine(namespace: str, window: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Set how long deleted or moved tags of NAMESPACE (user or org) stay restorable (e.g. 14d, 0)."""
-    run(config_file, data_dir, lambda s: s.tags.set_window(namespace, window))
+    run(config_file, data_dir, lambda s: s.tags.set_window(namespace, window, actor=cli_actor()))
     click.echo(f"time-machine window of {namespace}: {window}")
 
 

@@ -179,11 +179,13 @@ def db_current(config_file: Path | None, data_dir: Path | None) -> None:
 
 def _register() -> None:
     from dockyard.cli.admin import COMMANDS  # noqa: PLC0415
+    from dockyard.cli.logs import logs  # noqa: PLC0415
     from dockyard.cli.prune import prune  # noqa: PLC0415
     from dockyard.cli.quota import quota  # noqa: PLC0415
 
     for command in COMMANDS:
         main.add_command(command)
+    main.add_command(logs)
     main.add_command(prune)
     main.add_command(quota)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dockyard.cli.admin import config_option, data_dir_option, run
+from dockyard.cli.admin import cli_actor, config_option, data_dir_option, run
 
 
 @click.group()
@@ -42,7 +42,9 @@ def policy_add(
     added = run(
         config_file,
         data_dir,
-        lambda s: s.prune.add(namespace, repository=repository, keep=keep, older_than=older_than, pattern=pattern),
+        lambda s: s.prune.add(
+            namespace, repository=repository, keep=keep, older_than=older_than, pattern=pattern, actor=cli_actor()
+        ),
     )
     click.echo(f"added prune policy {added.id} on {added.repository or namespace}: {added.rule}")
 
@@ -64,7 +66,7 @@ def policy_list(namespace: str, config_file: Path | None, data_dir: Path | None)
 @data_dir_option
 def policy_remove(policy_id: int, config_file: Path | None, data_dir: Path | None) -> None:
     """Remove policy ID."""
-    run(config_file, data_dir, lambda s: s.prune.remove(policy_id))
+    run(config_file, data_dir, lambda s: s.prune.remove(policy_id, actor=cli_actor()))
     click.echo(f"removed prune policy {policy_id}")
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dockyard.cli.admin import config_option, data_dir_option, run
+from dockyard.cli.admin import cli_actor, config_option, data_dir_option, run
 
 if TYPE_CHECKING:
     from dockyard.db.quota_store import Drift, QuotaReport
@@ -64,7 +64,7 @@ def quota_set(
     """Limit NAMESPACE's storage; thresholds not given keep their current values."""
 
     async def action(services: Services) -> QuotaReport:
-        return await services.quota.set(namespace, limit, warn_percent, reject_percent)
+        return await services.quota.set(namespace, limit, warn_percent, reject_percent, actor=cli_actor())
 
     _echo_report(run(config_file, data_dir, action))
 
@@ -75,7 +75,7 @@ def quota_set(
 @data_dir_option
 def quota_clear(namespace: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Remove NAMESPACE's quota (usage is still counted)."""
-    run(config_file, data_dir, lambda s: s.quota.clear(namespace))
+    run(config_file, data_dir, lambda s: s.quota.clear(namespace, actor=cli_actor()))
     click.echo(f"quota of {namespace} cleared")
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -19,6 +20,22 @@ class ServerSettings(_Strict):
     base_url: str | None = Field(
         None, description="Public URL clients reach Dockyard at (used in auth challenges); default from the request."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed: when the "
+        "direct peer is one of them, the client address is the right-most X-Forwarded-For entry that is not. "
+        "Used for the audit log and the failed-login limit.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
 
 
 class DatabaseSettings(_Strict):
@@ -210,6 +227,30 @@ class GcSettings(_Strict):
     )
 
 
+class AuditSettings(_Strict):
+    enabled: bool = Field(
+        True, description="Record the audit log (changes, logins and pulls). Off: nothing is recorded."
+    )
+    retention_days: int = Field(
+        90,
+        ge=0,
+        description="Entries older than this many days move from the database to compressed archives in storage "
+        "(one per UTC day), still exportable. 0 keeps every entry in the database.",
+    )
+    archive_location: str | None = Field(
+        None, description="Storage location holding the archives. Default: the first of storage.preference."
+    )
+    retention_interval_seconds: int = Field(3600, ge=60, description="How often the retention job looks for due days.")
+    pull_buffer: int = Field(
+        10_000,
+        ge=1,
+        description="Pull entries a worker process holds before writing them; when full, further pulls are not "
+        "recorded (counted in dockyard_audit_pulls_dropped_total) rather than delayed.",
+    )
+    pull_batch: int = Field(500, ge=1, le=2000, description="Most pull entries written by one INSERT.")
+    pull_flush_seconds: float = Field(1.0, gt=0, le=60, description="How often buffered pull entries are written.")
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log one line per request.")
@@ -224,7 +265,15 @@ class Settings(_Strict):
     auth: AuthSettings = AuthSettings()
     jobs: JobSettings = JobSettings()
     gc: GcSettings = GcSettings()
+    audit: AuditSettings = AuditSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _archive_location_exists(self) -> Settings:
+        location = self.audit.archive_location
+        if location is not None and location not in self.storage.locations:
+            raise ValueError(f"audit.archive_location names unknown storage location {location!r}")
+        return self
 
     @property
     def database_url(self) -> str:

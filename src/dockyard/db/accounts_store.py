@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.tables import (
@@ -26,6 +27,7 @@ from dockyard.db.tables import (
     teams,
 )
 from dockyard.domain.access import OWNERS_TEAM, Role, TeamRole
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import AlreadyExists, InvalidRequest, NotFound
 
 
@@ -52,6 +54,8 @@ class AppToken:
     expires_at: int | None
     last_used_at: int | None
     revoked_at: int | None
+    scopes: str = ""
+    """Space-separated scope names (domain.access.Scope)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +108,31 @@ def _account(row: Any) -> Account:
     )
 
 
+def _home(name: str) -> str:
+    """The namespace an account lives in: a user's own, a robot's `NS` of `NS+NAME`."""
+    return name.split("+", 1)[0]
+
+
 class AccountsStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditWriter | None = None) -> None:
         self.db = db
+        self.audit = audit or AuditWriter()
 
     # -- accounts ------------------------------------------------------------------------------
 
     async def account(self, name: str) -> Account | None:
         async with self.db.read() as conn:
             row = (await conn.execute(select(accounts).where(accounts.c.name == name))).first()
+        return None if row is None else _account(row)
+
+    async def robot_by_token_hash(self, token_hash: str) -> Account | None:
+        """The robot whose token hashes to `token_hash` (bearer robot tokens carry no name)."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(accounts).where(accounts.c.token_hash == token_hash, accounts.c.kind == "robot")
+                )
+            ).first()
         return None if row is None else _account(row)
 
     async def account_by_id(self, account_id: int) -> Account | None:
@@ -124,7 +144,9 @@ class AccountsStore:
         async with self.db.read() as conn:
             return int(await conn.scalar(select(func.count()).select_from(accounts)) or 0)
 
-    async def create_user(self, name: str, *, email: str | None, password_hash: str | None, superuser: bool) -> Account:
+    async def create_user(
+        self, name: str, *, email: str | None, password_hash: str | None, superuser: bool, actor: Actor
+    ) -> Account:
         now = now_ms()
         async with self.db.write() as conn:
             if await conn.scalar(select(namespaces.c.id).where(namespaces.c.name == name)) is not None:
@@ -145,11 +167,14 @@ class AccountsStore:
                     created_at=now,
                 )
             )
+            await self.audit(
+                conn, "user.create", actor, namespace=name, metadata={"user": name, "superuser": superuser}
+            )
         account = await self.account(name)
         assert account is not None
         return account
 
-    async def set_password(self, name: str, password_hash: str) -> None:
+    async def set_password(self, name: str, password_hash: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(accounts)
@@ -158,8 +183,9 @@ class AccountsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"no user {name!r}")
+            await self.audit(conn, "user.password", actor, namespace=name, metadata={"user": name})
 
-    async def set_enabled(self, name: str, enabled: bool) -> None:
+    async def set_enabled(self, name: str, enabled: bool, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(accounts)
@@ -168,6 +194,8 @@ class AccountsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"no account {name!r}")
+            kind = "user.enable" if enabled else "user.disable"
+            await self.audit(conn, kind, actor, namespace=_home(name), metadata={"account": name})
 
     # -- organizations, teams, robots ----------------------------------------------------------
 
@@ -192,7 +220,7 @@ class AccountsStore:
             raise NotFound(f"no team {org}/{team}")
         return int(team_id)
 
-    async def create_org(self, name: str, owner: str) -> None:
+    async def create_org(self, name: str, owner: str, *, actor: Actor) -> None:
         now = now_ms()
         async with self.db.write() as conn:
             owner_id = await conn.scalar(
@@ -215,8 +243,9 @@ class AccountsStore:
                 )
             ).scalar_one()
             await conn.execute(insert(team_members).values(team_id=team_id, account_id=owner_id))
+            await self.audit(conn, "organization.create", actor, namespace=name, metadata={"owner": owner})
 
-    async def create_team(self, org: str, name: str, role: TeamRole) -> None:
+    async def create_team(self, org: str, name: str, role: TeamRole, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             namespace_id, kind = await self._namespace(conn, org)
             if kind != "org":
@@ -227,8 +256,9 @@ class AccountsStore:
                 )
             except IntegrityError:
                 raise AlreadyExists(f"team {org}/{name} exists already") from None
+            await self.audit(conn, "team.create", actor, namespace=org, metadata={"team": name, "role": role.value})
 
-    async def add_team_member(self, org: str, team: str, member: str) -> None:
+    async def add_team_member(self, org: str, team: str, member: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             team_id = await self._team_id(conn, org, team)
             account_id = await self._account_id(conn, member)
@@ -239,8 +269,11 @@ class AccountsStore:
             )
             if exists is None:
                 await conn.execute(insert(team_members).values(team_id=team_id, account_id=account_id))
+                await self.audit(
+                    conn, "team.member.add", actor, namespace=org, metadata={"team": team, "member": member}
+                )
 
-    async def create_robot(self, namespace: str, full_name: str, token_hash: str) -> None:
+    async def create_robot(self, namespace: str, full_name: str, token_hash: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             namespace_id, _ = await self._namespace(conn, namespace)
             try:
@@ -255,8 +288,9 @@ class AccountsStore:
                 )
             except IntegrityError:
                 raise AlreadyExists(f"robot {full_name} exists already") from None
+            await self.audit(conn, "robot.create", actor, namespace=namespace, metadata={"robot": full_name})
 
-    async def set_robot_token(self, full_name: str, token_hash: str) -> None:
+    async def set_robot_token(self, full_name: str, token_hash: str, *, actor: Actor) -> None:
         """Replace a robot's token; tokens issued for the old one stop working (new epoch)."""
         async with self.db.write() as conn:
             result = await conn.execute(
@@ -266,18 +300,29 @@ class AccountsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"no robot {full_name!r}")
+            await self.audit(conn, "robot.regenerate", actor, namespace=_home(full_name), metadata={"robot": full_name})
 
-    async def delete_robot(self, full_name: str) -> None:
+    async def delete_robot(self, full_name: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             result = await conn.execute(
                 delete(accounts).where(accounts.c.name == full_name, accounts.c.kind == "robot")
             )
             if not result.rowcount:
                 raise NotFound(f"no robot {full_name!r}")
+            await self.audit(conn, "robot.delete", actor, namespace=_home(full_name), metadata={"robot": full_name})
 
     # -- repositories and permissions ----------------------------------------------------------
 
-    async def create_repository(self, name: str, namespace: str, *, public: bool, creator_id: int | None) -> None:
+    async def create_repository(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        public: bool,
+        creator_id: int | None,
+        description: str | None = None,
+        actor: Actor,
+    ) -> None:
         async with self.db.write() as conn:
             namespace_id, _ = await self._namespace(conn, namespace)
             if await conn.scalar(select(repositories.c.id).where(repositories.c.name == name)) is not None:
@@ -290,21 +335,42 @@ class AccountsStore:
                         namespace_id=namespace_id,
                         visibility="public" if public else "private",
                         created_at=now_ms(),
+                        description=description,
                     )
                     .returning(repositories.c.id)
                 )
             ).scalar_one()
             await apply_creation_rules(conn, int(repo_id), namespace_id, creator_id)
-
-    async def set_visibility(self, name: str, public: bool) -> None:
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(repositories)
-                .where(repositories.c.name == name)
-                .values(visibility="public" if public else "private")
+            await self.audit(
+                conn,
+                "repository.create",
+                actor,
+                namespace=namespace,
+                repository=name,
+                metadata={"visibility": "public" if public else "private"},
             )
-            if not result.rowcount:
+
+    async def set_visibility(self, name: str, public: bool, *, actor: Actor) -> None:
+        visibility = "public" if public else "private"
+        async with self.db.write() as conn:
+            old = await conn.scalar(
+                select(repositories.c.visibility).where(repositories.c.name == name, repositories.c.state == "normal")
+            )
+            if old is None:
                 raise NotFound(f"no repository {name}")
+            await conn.execute(
+                update(repositories)
+                .where(repositories.c.name == name, repositories.c.state == "normal")
+                .values(visibility=visibility)
+            )
+            await self.audit(
+                conn,
+                "repository.visibility",
+                actor,
+                namespace=name.split("/", 1)[0],
+                repository=name,
+                metadata={"old": old, "new": visibility},
+            )
 
     async def _subject(self, conn: AsyncConnection, subject: str) -> tuple[int | None, int | None]:
         """(account_id, team_id) of `user`, `ns+robot` or `org/team`."""
@@ -313,20 +379,42 @@ class AccountsStore:
             return None, await self._team_id(conn, org, team)
         return await self._account_id(conn, subject), None
 
-    async def grant(self, repository: str, subject: str, role: Role) -> None:
-        async with self.db.write() as conn:
-            repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == repository))
-            if repo_id is None:
-                raise NotFound(f"no repository {repository}")
-            account_id, team_id = await self._subject(conn, subject)
-            await _set_permission(conn, int(repo_id), account_id, team_id, role)
+    @staticmethod
+    async def _held_role(
+        conn: AsyncConnection, repo_id: int, account_id: int | None, team_id: int | None
+    ) -> str | None:
+        role = await conn.scalar(
+            select(repository_permissions.c.role).where(
+                repository_permissions.c.repository_id == repo_id,
+                _subject_clause(repository_permissions, account_id, team_id),
+            )
+        )
+        return None if role is None else str(role)
 
-    async def revoke(self, repository: str, subject: str) -> None:
+    async def grant(self, repository: str, subject: str, role: Role, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == repository))
             if repo_id is None:
                 raise NotFound(f"no repository {repository}")
             account_id, team_id = await self._subject(conn, subject)
+            old = await self._held_role(conn, int(repo_id), account_id, team_id)
+            await _set_permission(conn, int(repo_id), account_id, team_id, role)
+            await self.audit(
+                conn,
+                "permission.grant",
+                actor,
+                namespace=repository.split("/", 1)[0],
+                repository=repository,
+                metadata={"subject": subject, "old": old, "new": role.label},
+            )
+
+    async def revoke(self, repository: str, subject: str, *, actor: Actor) -> None:
+        async with self.db.write() as conn:
+            repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == repository))
+            if repo_id is None:
+                raise NotFound(f"no repository {repository}")
+            account_id, team_id = await self._subject(conn, subject)
+            old = await self._held_role(conn, int(repo_id), account_id, team_id)
             result = await conn.execute(
                 delete(repository_permissions).where(
                     repository_permissions.c.repository_id == repo_id,
@@ -335,8 +423,18 @@ class AccountsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"{subject} holds no permission on {repository}")
+            await self.audit(
+                conn,
+                "permission.revoke",
+                actor,
+                namespace=repository.split("/", 1)[0],
+                repository=repository,
+                metadata={"subject": subject, "old": old},
+            )
 
-    async def add_default_permission(self, org: str, subject: str, role: Role, creator: str | None) -> None:
+    async def add_default_permission(
+        self, org: str, subject: str, role: Role, creator: str | None, *, actor: Actor
+    ) -> None:
         async with self.db.write() as conn:
             namespace_id, kind = await self._namespace(conn, org)
             if kind != "org":
@@ -359,6 +457,13 @@ class AccountsStore:
                     role=role.label,
                     created_at=now_ms(),
                 )
+            )
+            await self.audit(
+                conn,
+                "default_permission.add",
+                actor,
+                namespace=org,
+                metadata={"subject": subject, "role": role.label, "creator": creator},
             )
 
     async def access_facts(self, account_id: int | None, repository: str, namespace: str) -> AccessFacts:
@@ -414,14 +519,16 @@ class AccountsStore:
 
     # -- app tokens ----------------------------------------------------------------------------
 
-    async def create_app_token(self, user: str, title: str, token_hash: str, expires_at: int | None) -> int:
+    async def create_app_token(
+        self, user: str, title: str, token_hash: str, expires_at: int | None, *, scopes: str, actor: Actor
+    ) -> int:
         async with self.db.write() as conn:
             account_id = await conn.scalar(
                 select(accounts.c.id).where(accounts.c.name == user, accounts.c.kind == "user")
             )
             if account_id is None:
                 raise NotFound(f"no user {user!r}")
-            return int(
+            token_id = int(
                 (
                     await conn.execute(
                         insert(app_tokens)
@@ -431,11 +538,26 @@ class AccountsStore:
                             token_hash=token_hash,
                             created_at=now_ms(),
                             expires_at=expires_at,
+                            scopes=scopes,
                         )
                         .returning(app_tokens.c.id)
                     )
                 ).scalar_one()
             )
+            await self.audit(
+                conn,
+                "app_token.create",
+                actor,
+                namespace=user,
+                metadata={
+                    "user": user,
+                    "token_id": token_id,
+                    "title": title,
+                    "expires_at": expires_at,
+                    "scopes": scopes,
+                },
+            )
+            return token_id
 
     async def app_token_by_hash(self, token_hash: str) -> AppToken | None:
         async with self.db.read() as conn:
@@ -452,7 +574,7 @@ class AccountsStore:
             )
             return [_app_token(row) for row in rows]
 
-    async def revoke_app_token(self, user: str, token_id: int) -> None:
+    async def revoke_app_token(self, user: str, token_id: int, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             owner = select(accounts.c.id).where(accounts.c.name == user).scalar_subquery()
             result = await conn.execute(
@@ -462,6 +584,9 @@ class AccountsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"{user} has no active app token {token_id}")
+            await self.audit(
+                conn, "app_token.revoke", actor, namespace=user, metadata={"user": user, "token_id": token_id}
+            )
 
     async def touch_app_token(self, token_id: int) -> None:
         async with self.db.write() as conn:
@@ -496,7 +621,10 @@ class AccountsStore:
             rows = await conn.execute(select(signing_keys).order_by(signing_keys.c.created_at))
             return [SigningKey(r.kid, r.private_pem, r.public_pem, int(r.created_at), r.retired_at) for r in rows]
 
-    async def add_signing_key(self, kid: str, private_pem: str, public_pem: str, *, retire_others: bool) -> None:
+    async def add_signing_key(
+        self, kid: str, private_pem: str, public_pem: str, *, retire_others: bool, actor: Actor | None = None
+    ) -> None:
+        """Add a signing key (retiring the others: a rotation, audited when `actor` is given)."""
         now = now_ms()
         async with self.db.write() as conn:
             if retire_others:
@@ -506,6 +634,8 @@ class AccountsStore:
             await conn.execute(
                 insert(signing_keys).values(kid=kid, private_pem=private_pem, public_pem=public_pem, created_at=now)
             )
+            if actor is not None:
+                await self.audit(conn, "signing_key.rotate", actor, metadata={"kid": kid}, now=now)
 
     async def secret(self, name: str, generate: str) -> str:
         """The shared secret `name`, created with value `generate` if absent (first writer wins)."""
@@ -529,9 +659,14 @@ class AccountsStore:
             )
             return max(counts, default=0)
 
-    async def record_failure(self, keys: list[str], window_ms: int) -> None:
+    async def record_failure(
+        self, keys: list[str], window_ms: int, *, actor: Actor | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Count a failed login against `keys`; with `actor`, audit it (kind `login.failure`)."""
         now = now_ms()
         async with self.db.write() as conn:
+            if actor is not None:
+                await self.audit(conn, "login.failure", actor, metadata=metadata, now=now)
             for key in keys:
                 row = (await conn.execute(select(login_failures).where(login_failures.c.key == key))).first()
                 if row is None:
@@ -551,6 +686,13 @@ class AccountsStore:
         async with self.db.write() as conn:
             await conn.execute(delete(login_failures).where(login_failures.c.key == key))
 
+    async def record_login(self, actor: Actor, metadata: dict[str, Any]) -> None:
+        """Audit a successful login (kind `login`); it changes nothing, so it has its own transaction."""
+        if self.audit.enabled:
+            async with self.db.write() as conn:
+                namespace = _home(actor.performer) if actor.performer else None
+                await self.audit(conn, "login", actor, namespace=namespace, metadata=metadata)
+
 
 def _app_token(row: Any) -> AppToken:
     return AppToken(
@@ -561,6 +703,7 @@ def _app_token(row: Any) -> AppToken:
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        scopes=row.scopes,
     )
 
 
@@ -585,6 +728,30 @@ async def _set_permission(
         insert(repository_permissions).values(
             repository_id=repo_id, account_id=account_id, team_id=team_id, role=role.label, created_at=now_ms()
         )
+    )
+
+
+def readable_by(viewer: int | None) -> Any:
+    """The SQL condition of a repository account `viewer` (None: anonymous) may read: public, in
+    the viewer's own namespace, in an organization where a team of the viewer is admin, or granted
+    to the viewer or a team of the viewer. The same rule as `auth.AccessPolicy`, for listings."""
+    readable = repositories.c.visibility == "public"
+    if viewer is None:
+        return readable
+    my_teams = select(team_members.c.team_id).where(team_members.c.account_id == viewer)
+    return or_(
+        readable,
+        repositories.c.namespace_id.in_(
+            select(accounts.c.namespace_id).where(accounts.c.id == viewer, accounts.c.kind == "user")
+        ),
+        repositories.c.namespace_id.in_(
+            select(teams.c.namespace_id).where(teams.c.id.in_(my_teams), teams.c.role == TeamRole.ADMIN.value)
+        ),
+        repositories.c.id.in_(
+            select(repository_permissions.c.repository_id).where(
+                or_(repository_permissions.c.account_id == viewer, repository_permissions.c.team_id.in_(my_teams))
+            )
+        ),
     )
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dockyard.db.audit import record as audit
+from dockyard.db.audit import AuditWriter
 from dockyard.db.engine import Database
 from dockyard.db.jobs_store import enqueue
 from dockyard.db.tables import (
@@ -59,6 +59,7 @@ from dockyard.db.tables import (
 )
 from dockyard.db.tags_store import DEFAULT_TIME_MACHINE_SECONDS
 from dockyard.db.usage import add_usage
+from dockyard.domain.audit import Actor, system_actor
 from dockyard.domain.errors import NotFound
 
 #: Job kinds.
@@ -196,10 +197,20 @@ def _unused_item(cutoff: int) -> Any:
     return and_(namespace_usage_items.c.touched_at < cutoff, ~linked, ~manifested)
 
 
+#: Garbage collection as the performer of what it removes.
+GC_ACTOR = system_actor("gc")
+
+
+def _original_name(marked: str) -> str:
+    """The name a repository or namespace had before it was marked for deletion."""
+    return marked.split(_DELETED, 2)[-1]
+
+
 class GcStore:
-    def __init__(self, db: Database, *, batch: int = 500) -> None:
+    def __init__(self, db: Database, *, batch: int = 500, audit: AuditWriter | None = None) -> None:
         self.db = db
         self.batch = batch
+        self.audit = audit or AuditWriter()
         # SQLite has one writer at a time, and a writer waiting for the lock sleeps in growing
         # steps: smaller write transactions, and a pause after each, let pushes in between.
         self.write_batch = batch if db.dialect != "sqlite" else min(batch, _SQLITE_WRITE_BATCH)
@@ -455,12 +466,8 @@ class GcStore:
         self, rows: list[Any], condition: Any, now: int, dry: AsyncConnection | None
     ) -> list[tuple[str, int]]:
         async with self._session(dry) as conn:
-            ids = [
-                row.id
-                for row in await self._lock(
-                    conn, select(blobs.c.id).where(blobs.c.id.in_([r.id for r in rows]), condition)
-                )
-            ]
+            candidates = select(blobs.c.id).where(blobs.c.id.in_([r.id for r in rows]), condition)
+            ids = [row.id for row in await self._lock(conn, candidates)]
             held = (
                 await conn.execute(
                     select(placements.c.blob_id, placements.c.location, placements.c.key).where(
@@ -553,7 +560,7 @@ class GcStore:
 
     # -- repository and namespace deletion -----------------------------------------------------
 
-    async def mark_repository(self, name: str, *, performer: str | None) -> None:
+    async def mark_repository(self, name: str, *, actor: Actor) -> None:
         """Hide a repository at once (renamed out of the way, so the name is free again) and
         queue its purge, in one transaction."""
         async with self.db.write() as conn:
@@ -565,9 +572,7 @@ class GcStore:
             if row is None:
                 raise NotFound(f"no repository {name}")
             await self._mark(conn, int(row.id), name)
-            await audit(
-                conn, "repository.delete", performer=performer, namespace=name.split("/", 1)[0], repository=name
-            )
+            await self.audit(conn, "repository.delete", actor, namespace=name.split("/", 1)[0], repository=name)
 
     async def _mark(self, conn: AsyncConnection, repo_id: int, name: str) -> None:
         await conn.execute(
@@ -577,7 +582,7 @@ class GcStore:
         )
         await enqueue(conn, self.db.dialect, PURGE_REPOSITORY, {"repository_id": repo_id})
 
-    async def mark_namespace(self, name: str, *, performer: str | None) -> int:
+    async def mark_namespace(self, name: str, *, actor: Actor) -> int:
         """Hide a namespace and all its repositories at once, drop its accounts and teams, and
         queue the purge. Return how many repositories it held."""
         async with self.db.write() as conn:
@@ -606,8 +611,12 @@ class GcStore:
                 .values(state="deleting", name=f"{_DELETED}{namespace_id}{_DELETED}{name}"[:255])
             )
             await enqueue(conn, self.db.dialect, PURGE_NAMESPACE, {"namespace_id": namespace_id})
-            await audit(
-                conn, "namespace.delete", performer=performer, namespace=name, metadata={"repositories": len(repos)}
+            await self.audit(
+                conn,
+                "namespace.delete",
+                actor,
+                namespace=name,
+                metadata={"repositories": sorted(repo.name for repo in repos)},
             )
             return len(repos)
 
@@ -618,8 +627,12 @@ class GcStore:
         Blobs are left to the collector, which finds them unreferenced.
         """
         async with self.db.write() as conn:
-            state = await conn.scalar(select(repositories.c.state).where(repositories.c.id == repo_id))
-            if state != "deleting":
+            marked = (
+                await conn.execute(
+                    select(repositories.c.state, repositories.c.name).where(repositories.c.id == repo_id)
+                )
+            ).first()
+            if marked is None or marked.state != "deleting":
                 return 0, []
             tag_ids = list(
                 (await conn.scalars(select(tags.c.id).where(tags.c.repository_id == repo_id).limit(self.batch))).all()
@@ -664,13 +677,24 @@ class GcStore:
             await conn.execute(delete(uploads).where(uploads.c.repository_id == repo_id))
             await conn.execute(delete(repositories).where(repositories.c.id == repo_id))
             await self._bump(conn, {"repositories": 1})
+            name = _original_name(marked.name)
+            await self.audit(
+                conn,
+                "repository.purge",
+                GC_ACTOR,
+                namespace=name.split("/", 1)[0],
+                repository=name,
+                metadata={"reason": "repository deleted", "repository_id": repo_id},
+            )
             return 0, pending
 
     async def purge_namespace(self, namespace_id: int) -> bool:
         """Remove a marked namespace once its repositories are gone; False while some remain."""
         async with self.db.write() as conn:
-            state = await conn.scalar(select(namespaces.c.state).where(namespaces.c.id == namespace_id))
-            if state != "deleting":
+            marked = (
+                await conn.execute(select(namespaces.c.state, namespaces.c.name).where(namespaces.c.id == namespace_id))
+            ).first()
+            if marked is None or marked.state != "deleting":
                 return True
             remaining = await conn.scalar(
                 select(func.count()).select_from(repositories).where(repositories.c.namespace_id == namespace_id)
@@ -682,6 +706,13 @@ class GcStore:
                 delete(namespace_usage_items).where(namespace_usage_items.c.namespace_id == namespace_id)
             )
             await conn.execute(delete(namespaces).where(namespaces.c.id == namespace_id))
+            await self.audit(
+                conn,
+                "namespace.purge",
+                GC_ACTOR,
+                namespace=_original_name(marked.name),
+                metadata={"reason": "namespace deleted", "namespace_id": namespace_id},
+            )
             return True
 
     async def marked(self) -> tuple[list[int], list[int]]:
@@ -729,4 +760,4 @@ class GcStore:
                 .on_conflict_do_update(index_elements=["name"], set_={"value": now})
             )
             if counts.blobs or counts.manifests or counts.tags:
-                await audit(conn, "gc.pass", performer="gc", metadata=counts.as_dict(), now=now)
+                await self.audit(conn, "gc.pass", GC_ACTOR, metadata=counts.as_dict(), now=now)

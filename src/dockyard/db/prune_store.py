@@ -26,14 +26,16 @@ from typing import Any
 from sqlalchemy import delete, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dockyard.db.audit import record
+from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.tables import immutability_rules, manifests, namespaces, prune_policies, repositories, tags
 from dockyard.db.tags_store import live
+from dockyard.domain.audit import Actor, system_actor
 from dockyard.domain.errors import InvalidRequest, NotFound
 
 PERFORMER = "prune-policy"
+ACTOR = system_actor(PERFORMER)
 EXPIRE_EVENT = "tag.expire"
 _BATCH = 500  # expiries per write transaction
 
@@ -181,8 +183,9 @@ async def _current(conn: AsyncConnection, repository_id: int, now: int) -> tuple
 
 
 class PruneStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditWriter | None = None) -> None:
         self.db = db
+        self.audit = audit or AuditWriter()
 
     async def add(
         self,
@@ -192,6 +195,7 @@ class PruneStore:
         keep_count: int | None,
         older_than_seconds: int | None,
         tag_pattern: str | None,
+        actor: Actor,
     ) -> PrunePolicy:
         """Add a policy on `namespace` (every repository) or on one of its repositories."""
         if (keep_count is None) == (older_than_seconds is None):
@@ -224,7 +228,17 @@ class PruneStore:
                 )
                 .returning(prune_policies.c.id)
             )
-        return PrunePolicy(int(policy_id), namespace, repository, keep_count, older_than_seconds, tag_pattern, now)
+            added = PrunePolicy(int(policy_id), namespace, repository, keep_count, older_than_seconds, tag_pattern, now)
+            await self.audit(
+                conn,
+                "prune_policy.add",
+                actor,
+                namespace=namespace,
+                repository=repository,
+                metadata={"policy": added.id, "rule": added.rule},
+                now=now,
+            )
+        return added
 
     async def policies(self, namespace: str) -> list[PrunePolicy]:
         """The policies on `namespace` and on its repositories, oldest first."""
@@ -234,11 +248,21 @@ class PruneStore:
                 raise NotFound(f"no namespace {namespace!r}")
             return [scoped.policy for scoped in await _policies(conn, prune_policies.c.namespace_id == namespace_id)]
 
-    async def remove(self, policy_id: int) -> None:
+    async def remove(self, policy_id: int, *, actor: Actor) -> None:
         async with self.db.write() as conn:
+            found = await _policies(conn, prune_policies.c.id == policy_id)
             result = await conn.execute(delete(prune_policies).where(prune_policies.c.id == policy_id))
-            if not result.rowcount:
+            if not result.rowcount or not found:
                 raise NotFound(f"no prune policy {policy_id}")
+            removed = found[0].policy
+            await self.audit(
+                conn,
+                "prune_policy.remove",
+                actor,
+                namespace=removed.namespace,
+                repository=removed.repository,
+                metadata={"policy": policy_id, "rule": removed.rule},
+            )
 
     async def plan(self, now: int) -> list[PruneDecision]:
         """What every policy would expire at `now`, by repository and tag; changes nothing."""
@@ -317,10 +341,10 @@ class PruneStore:
                 )
                 if not result.rowcount:
                     continue  # a duplicate decision expired it already
-                await record(
+                await self.audit(
                     conn,
                     EXPIRE_EVENT,
-                    performer=PERFORMER,
+                    ACTOR,
                     namespace=target.namespace,
                     repository=repository,
                     metadata={"tag": tag.name, "digest": tag.digest, "policy": decision.policy_id, "reason": reason},

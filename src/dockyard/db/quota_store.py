@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, delete, exists, func, literal, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.tables import (
@@ -55,6 +56,7 @@ from dockyard.db.tables import (
     repository_blobs,
 )
 from dockyard.db.usage import Quota, _insert, _lock_key
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import InvalidRequest, NotFound
 
 DEFAULT_WARN_PERCENT = 80
@@ -187,8 +189,9 @@ def _sums(namespace_id: int) -> Any:
 
 
 class QuotaStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditWriter | None = None) -> None:
         self.db = db
+        self.audit = audit or AuditWriter()
 
     async def set_quota(
         self,
@@ -196,6 +199,8 @@ class QuotaStore:
         limit: int | None,
         warn_percent: int | None = None,
         reject_percent: int | None = None,
+        *,
+        actor: Actor,
     ) -> None:
         """Set the namespace's quota; a None percent keeps the current one (default 80 / 100).
 
@@ -205,9 +210,12 @@ class QuotaStore:
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
-                    select(namespaces.c.id, namespaces.c.quota_warn_percent, namespaces.c.quota_reject_percent).where(
-                        namespaces.c.name == namespace
-                    )
+                    select(
+                        namespaces.c.id,
+                        namespaces.c.quota_bytes,
+                        namespaces.c.quota_warn_percent,
+                        namespaces.c.quota_reject_percent,
+                    ).where(namespaces.c.name == namespace)
                 )
             ).first()
             if row is None:
@@ -228,6 +236,13 @@ class QuotaStore:
                 validate_quota(limit, warn, reject)
                 values = {"quota_bytes": limit, "quota_warn_percent": warn, "quota_reject_percent": reject}
             await conn.execute(update(namespaces).where(namespaces.c.id == row.id).values(**values))
+            old = {
+                "quota_bytes": row.quota_bytes,
+                "quota_warn_percent": row.quota_warn_percent,
+                "quota_reject_percent": row.quota_reject_percent,
+            }
+            kind = "quota.clear" if limit is None else "quota.set"
+            await self.audit(conn, kind, actor, namespace=namespace, metadata={"old": old, "new": values})
 
     async def show(self, namespace: str) -> QuotaReport:
         async with self.db.read() as conn:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dockyard.db.accounts_store import apply_creation_rules
+from dockyard.db.accounts_store import apply_creation_rules, readable_by
+from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.hot_reads import HotReads
 from dockyard.db.jobs_store import enqueue
 from dockyard.db.tables import (
-    accounts,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -25,14 +25,12 @@ from dockyard.db.tables import (
     placements,
     repositories,
     repository_blobs,
-    repository_permissions,
     tags,
-    team_members,
-    teams,
     uploads,
 )
-from dockyard.db.tags_store import end_tag, immutability_reason, live, move_tag
+from dockyard.db.tags_store import end_tag, immutability_reason, live, live_digest, move_tag
 from dockyard.db.usage import charge
+from dockyard.domain.audit import DOCKYARD, Actor
 from dockyard.domain.errors import Denied, ManifestBlobUnknown
 from dockyard.domain.models import BlobInfo, ManifestRecord, Page, UploadState
 from dockyard.domain.names import namespace_of
@@ -44,9 +42,10 @@ PURGE_REPOSITORY = "purge-repository"
 
 
 class RegistryStore:
-    def __init__(self, db: Database, hot: HotReads | None = None) -> None:
+    def __init__(self, db: Database, hot: HotReads | None = None, audit: AuditWriter | None = None) -> None:
         self.db = db
         self.hot = hot
+        self.audit = audit or AuditWriter()
 
     async def close(self) -> None:
         if self.hot is not None:
@@ -62,11 +61,14 @@ class RegistryStore:
             return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
         return insert(table).values(values).prefix_with("IGNORE")
 
-    async def _ensure_repository(self, conn: AsyncConnection, name: str, creator: int | None) -> int:
+    async def _ensure_repository(
+        self, conn: AsyncConnection, name: str, creator: int | None, actor: Actor | None = None
+    ) -> int:
         """The repository's id, creating it (private) on first push with the org's creation rules.
 
         Authorization has already decided the creator may create it. A namespace that does not
-        exist yet (only a superuser may push there) is created as an organization.
+        exist yet (only a superuser may push there) is created as an organization. A creation is
+        audited as `actor`'s.
         """
         repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
         if repo_id is not None:
@@ -85,6 +87,15 @@ class RegistryStore:
         repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one()
         if result.rowcount:
             await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
+            await self.audit(
+                conn,
+                "repository.create",
+                actor or DOCKYARD,
+                namespace=namespace,
+                repository=name,
+                metadata={"visibility": "private", "via": "push"},
+                now=now,
+            )
         return int(repo_id)
 
     @staticmethod
@@ -167,6 +178,7 @@ class RegistryStore:
         key: str | None,
         upload_id: str | None,
         creator: int | None,
+        actor: Actor | None = None,
     ) -> None:
         """Make a stored blob visible in `repository` (and drop the finished upload) atomically.
 
@@ -174,7 +186,7 @@ class RegistryStore:
         """
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository, creator)
+            repo_id = await self._ensure_repository(conn, repository, creator, actor)
             blob_id = await self._claim_blob(conn, digest, size, now)
             await conn.execute(
                 self._insert_ignore(
@@ -204,7 +216,9 @@ class RegistryStore:
                 )
             )
 
-    async def mount_blob(self, repository: str, digest: str, source: str | None, creator: int | None) -> bool:
+    async def mount_blob(
+        self, repository: str, digest: str, source: str | None, creator: int | None, *, actor: Actor | None = None
+    ) -> bool:
         """Link an existing blob into `repository`; from `source` only, or from anywhere when None."""
         now = now_ms()
         async with self.db.write() as conn:
@@ -224,7 +238,7 @@ class RegistryStore:
             touched = await conn.execute(update(blobs).where(blobs.c.id == row.id).values(touched_at=now))
             if not touched.rowcount:
                 return False  # collected meanwhile: the client uploads it instead
-            repo_id = await self._ensure_repository(conn, repository, creator)
+            repo_id = await self._ensure_repository(conn, repository, creator, actor)
             await self._link(conn, repo_id, int(row.id), now)
             await charge(conn, self.db.dialect, await self._namespace_id(conn, repo_id), digest, int(row.size), now)
             return True
@@ -241,7 +255,7 @@ class RegistryStore:
         async with self.db.read() as conn:
             return list((await conn.scalars(query)).all())
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+    async def unlink_blob(self, repository: str, digest: str, *, actor: Actor) -> bool:
         async with self.db.write() as conn:
             repo_id = await self._repository_id(conn, repository)
             if repo_id is None:
@@ -254,16 +268,32 @@ class RegistryStore:
                     repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id == blob_id
                 )
             )
+            if result.rowcount:
+                await self.audit(
+                    conn,
+                    "blob.delete",
+                    actor,
+                    namespace=namespace_of(repository),
+                    repository=repository,
+                    metadata={"digest": digest},
+                )
             return bool(result.rowcount)
 
     # -- uploads -------------------------------------------------------------------------------
 
     async def create_upload(
-        self, repository: str, upload_id: str, location: str, handle: str, creator: int | None
+        self,
+        repository: str,
+        upload_id: str,
+        location: str,
+        handle: str,
+        creator: int | None,
+        *,
+        actor: Actor | None = None,
     ) -> UploadState:
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository, creator)
+            repo_id = await self._ensure_repository(conn, repository, creator, actor)
             await conn.execute(
                 insert(uploads).values(
                     id=upload_id,
@@ -328,14 +358,16 @@ class RegistryStore:
         creator: int | None,
         replicate: bool = False,
         expires_at: int | None = None,
+        actor: Actor,
     ) -> None:
         """Store a manifest with its edges and point `tag` at it, in one transaction.
 
-        With `replicate`, the same transaction enqueues a replication job per blob.
+        With `replicate`, the same transaction enqueues a replication job per blob. The push is
+        audited (and a tag created or moved by it) in the same transaction.
         """
         now = now_ms()
         async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository, creator)
+            repo_id = await self._ensure_repository(conn, repository, creator, actor)
             blob_ids = await self._blob_ids_in(conn, repo_id, blob_digests)
             child_ids = await self._manifest_ids_in(conn, repo_id, child_digests)
             # Re-pushing a known manifest revives it; the update also tells a concurrent collector
@@ -352,10 +384,29 @@ class RegistryStore:
                     await conn.execute(
                         insert(manifest_children), [{"parent_id": manifest_id, "child_id": c} for c in child_ids]
                     )
+            namespace = namespace_of(repository)
+            await self.audit(
+                conn,
+                "push",
+                actor,
+                namespace=namespace,
+                repository=repository,
+                metadata={"tag": tag, "digest": digest, "media_type": media_type},
+                now=now,
+            )
             if tag is not None:
-                await move_tag(conn, repo_id, tag, int(manifest_id), now, expires_at=expires_at)
+                change = await move_tag(conn, repo_id, tag, int(manifest_id), now, expires_at=expires_at)
+                if change is not None:
+                    await self.audit(
+                        conn,
+                        change.kind,
+                        actor,
+                        namespace=namespace,
+                        repository=repository,
+                        metadata={"tag": tag, "digest": digest, "previous": change.previous},
+                        now=now,
+                    )
             if replicate:
-                namespace = namespace_of(repository)
                 for blob_digest in sorted(set(blob_digests)):
                     await enqueue(
                         conn,
@@ -520,14 +571,27 @@ class RegistryStore:
             row = (await conn.execute(query)).first()
         return None if row is None else self._record(row)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(self, repository: str, tag: str, *, actor: Actor) -> bool:
+        now = now_ms()
         async with self.db.write() as conn:
             repo_id = await self._repository_id(conn, repository)
             if repo_id is None:
                 return False
-            return await end_tag(conn, repo_id, tag, now_ms())
+            digest = await live_digest(conn, repo_id, tag, now)
+            if not await end_tag(conn, repo_id, tag, now):
+                return False
+            await self.audit(
+                conn,
+                "tag.delete",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"tag": tag, "digest": digest},
+                now=now,
+            )
+            return True
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: str, *, actor: Actor) -> bool:
         """Hide a manifest and end every live tag pointing at it."""
         now = now_ms()
         async with self.db.write() as conn:
@@ -541,7 +605,10 @@ class RegistryStore:
             )
             if manifest_id is None:
                 return False
-            for tag in await conn.scalars(select(tags.c.name).where(tags.c.manifest_id == manifest_id, live(now))):
+            live_tags = sorted(
+                await conn.scalars(select(tags.c.name).where(tags.c.manifest_id == manifest_id, live(now)))
+            )
+            for tag in live_tags:
                 reason = await immutability_reason(conn, repo_id, tag, now)
                 if reason is not None:
                     raise Denied(f"{reason}; the manifest it points at cannot be deleted", detail={"tag": tag})
@@ -549,6 +616,15 @@ class RegistryStore:
                 update(tags).where(tags.c.manifest_id == manifest_id, tags.c.end_at.is_(None)).values(end_at=now)
             )
             await conn.execute(update(manifests).where(manifests.c.id == manifest_id).values(deleted_at=now))
+            await self.audit(
+                conn,
+                "manifest.delete",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"digest": digest, "tags": live_tags},
+                now=now,
+            )
             return True
 
     async def list_tags(self, repository: str, last: str | None, limit: int) -> Page | None:
@@ -566,27 +642,7 @@ class RegistryStore:
         """Repository names after `last`: all of them, or those account `viewer` may read."""
         query = select(repositories.c.name).where(repositories.c.state == "normal")
         if not everything:
-            readable = repositories.c.visibility == "public"
-            if viewer is not None:
-                my_teams = select(team_members.c.team_id).where(team_members.c.account_id == viewer)
-                readable = or_(
-                    readable,
-                    repositories.c.namespace_id.in_(
-                        select(accounts.c.namespace_id).where(accounts.c.id == viewer, accounts.c.kind == "user")
-                    ),
-                    repositories.c.namespace_id.in_(
-                        select(teams.c.namespace_id).where(teams.c.id.in_(my_teams), teams.c.role == "admin")
-                    ),
-                    repositories.c.id.in_(
-                        select(repository_permissions.c.repository_id).where(
-                            or_(
-                                repository_permissions.c.account_id == viewer,
-                                repository_permissions.c.team_id.in_(my_teams),
-                            )
-                        )
-                    ),
-                )
-            query = query.where(readable)
+            query = query.where(readable_by(viewer))
         if last:
             query = query.where(repositories.c.name > last)
         async with self.db.read() as conn:

@@ -1,7 +1,7 @@
 """Tables. Timestamps are integer milliseconds since the epoch (portable, cheap to compare).
 
 namespaces           one per user or organization (first component of a repository name)
-repositories         name (full path), visibility, state
+repositories         name (full path), visibility, state, description
 blobs                content-addressed, stored once globally: digest, size
 placements           which storage locations hold a blob (and at which key, when not derived)
 repository_blobs     a blob readable in a repository (uploaded or mounted there); its
@@ -21,7 +21,8 @@ storage_orphans      objects and unfinished uploads found in storage that the da
 namespace_usage_items  what a namespace's quota counts: each blob or manifest digest once
 namespace_usage      the namespace's bytes in use, spread over a few shard rows (no hot row)
 prune_policies       per-namespace or per-repository tag retention rules
-audit_log            who did what, when, from where
+audit_log            who did what, when, from where (docs/audit.md)
+audit_archives       UTC days of the audit log moved to storage: one gzip JSON Lines object each
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ repositories = Table(
     Column("visibility", String(16), nullable=False, server_default="private"),
     Column("state", String(16), nullable=False, server_default="normal"),
     Column("created_at", BigInteger, nullable=False),
+    Column("description", Text, nullable=True),
 )
 
 blobs = Table(
@@ -261,6 +263,8 @@ app_tokens = Table(
     Column("expires_at", BigInteger, nullable=True),
     Column("last_used_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
+    # Space-separated scope names (domain.access.Scope); they cap what the token may do.
+    Column("scopes", String(255), nullable=False),
 )
 
 signing_keys = Table(
@@ -385,6 +389,9 @@ audit_log = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("kind", String(64), nullable=False),
     Column("performer", String(300), nullable=True),
+    Column("performer_kind", String(16), nullable=True),
+    Column("performer_id", BigInteger, nullable=True),
+    Column("via_app", String(255), nullable=True),
     Column("namespace", String(255), nullable=True),
     Column("repository", String(255), nullable=True),
     Column("ip", String(64), nullable=True),
@@ -394,5 +401,20 @@ audit_log = Table(
     Index(None, "namespace", "created_at"),
     Index(None, "repository", "created_at"),
     Index(None, "kind", "created_at"),
+    Index(None, "performer", "created_at"),
     Index(None, "created_at"),
+)
+
+audit_archives = Table(
+    "audit_archives",
+    metadata,
+    Column("day", BigInteger, primary_key=True, autoincrement=False),
+    Column("location", String(64), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("entries", BigInteger, nullable=False),
+    Column("max_id", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("counts", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )

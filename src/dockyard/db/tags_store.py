@@ -16,10 +16,13 @@ from sqlalchemy import and_, delete, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.tables import immutability_rules, manifests, namespaces, repositories, tags
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import AlreadyExists, Denied, ManifestUnknown, NotFound
+from dockyard.domain.names import namespace_of
 
 DEFAULT_TIME_MACHINE_SECONDS = 14 * 86400
 
@@ -27,6 +30,18 @@ DEFAULT_TIME_MACHINE_SECONDS = 14 * 86400
 def live(now: int) -> Any:
     """The SQL condition of a live tag row."""
     return and_(tags.c.end_at.is_(None), or_(tags.c.expires_at.is_(None), tags.c.expires_at > now))
+
+
+@dataclass(frozen=True, slots=True)
+class TagChange:
+    """What `move_tag` did: created the tag (`previous` None) or moved it from `previous`."""
+
+    previous: str | None
+
+    @property
+    def kind(self) -> str:
+        """The audit kind of the change."""
+        return "tag.create" if self.previous is None else "tag.move"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +74,12 @@ def _tag_lock_key(repo_id: int, tag: str) -> int:
 
 async def move_tag(
     conn: AsyncConnection, repo_id: int, tag: str, manifest_id: int, now: int, *, expires_at: int | None = None
-) -> None:
+) -> TagChange | None:
     """Point `tag` at `manifest_id`, keeping history; refused for immutable tags.
 
-    Concurrent moves of one tag queue on a transaction lock of that tag (PostgreSQL; SQLite
-    writers are serialised already), so each ends the row the previous one started.
+    None when the tag pointed there already (only its expiry may change). Concurrent moves of one
+    tag queue on a transaction lock of that tag (PostgreSQL; SQLite writers are serialised
+    already), so each ends the row the previous one started.
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _tag_lock_key(repo_id, tag)})
@@ -82,11 +98,13 @@ async def move_tag(
                 .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.end_at.is_(None))
                 .values(expires_at=expires_at)
             )
-        return
-    if is_live:
+        return None
+    previous = None
+    if is_live and row is not None:
         reason = await immutability_reason(conn, repo_id, tag, now)
         if reason is not None:
             raise Denied(f"{reason}; it cannot be moved", detail={"tag": tag})
+        previous = await conn.scalar(select(manifests.c.digest).where(manifests.c.id == row.manifest_id))
     if row is not None:
         # An expired row ends when it expired; a live one now.
         ended = now if is_live else min(now, int(row.expires_at))
@@ -100,6 +118,7 @@ async def move_tag(
             repository_id=repo_id, name=tag, manifest_id=manifest_id, start_at=now, expires_at=expires_at
         )
     )
+    return TagChange(previous)
 
 
 async def end_tag(conn: AsyncConnection, repo_id: int, tag: str, now: int) -> bool:
@@ -114,9 +133,20 @@ async def end_tag(conn: AsyncConnection, repo_id: int, tag: str, now: int) -> bo
     return True
 
 
+async def live_digest(conn: AsyncConnection, repo_id: int, tag: str, now: int) -> str | None:
+    """The digest the live tag points at, None when there is no live tag."""
+    digest = await conn.scalar(
+        select(manifests.c.digest)
+        .join(tags, tags.c.manifest_id == manifests.c.id)
+        .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
+    )
+    return None if digest is None else str(digest)
+
+
 class TagsStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditWriter | None = None) -> None:
         self.db = db
+        self.audit = audit or AuditWriter()
 
     async def _repo(self, conn: AsyncConnection, repository: str) -> tuple[int, int]:
         row = (
@@ -145,7 +175,7 @@ class TagsStore:
         seconds = await conn.scalar(select(namespaces.c.time_machine_seconds).where(namespaces.c.id == namespace_id))
         return DEFAULT_TIME_MACHINE_SECONDS if seconds is None else int(seconds)
 
-    async def restore(self, repository: str, tag: str, digest: str) -> None:
+    async def restore(self, repository: str, tag: str, digest: str, *, actor: Actor) -> None:
         """Point `tag` back at `digest`, which it pointed at within the namespace's window."""
         now = now_ms()
         async with self.db.write() as conn:
@@ -172,52 +202,101 @@ class TagsStore:
             )
             if not revived.rowcount:
                 raise ManifestUnknown(f"{digest} was collected meanwhile", detail={"tag": tag, "digest": digest})
-            await move_tag(conn, repo_id, tag, int(manifest_id), now)
+            change = await move_tag(conn, repo_id, tag, int(manifest_id), now)
+            await self.audit(
+                conn,
+                "tag.restore",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"tag": tag, "digest": digest, "previous": None if change is None else change.previous},
+                now=now,
+            )
 
-    async def purge(self, repository: str, tag: str) -> int:
+    async def purge(self, repository: str, tag: str, *, actor: Actor) -> int:
         """Delete `tag` permanently: end it and drop its history, so it cannot be restored."""
         now = now_ms()
         async with self.db.write() as conn:
             repo_id, _ = await self._repo(conn, repository)
+            digest = await live_digest(conn, repo_id, tag, now)
             await end_tag(conn, repo_id, tag, now)
             result = await conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+            if result.rowcount:
+                await self.audit(
+                    conn,
+                    "tag.purge",
+                    actor,
+                    namespace=namespace_of(repository),
+                    repository=repository,
+                    metadata={"tag": tag, "digest": digest, "history_rows": int(result.rowcount)},
+                    now=now,
+                )
             return int(result.rowcount)
 
-    async def set_expiry(self, repository: str, tag: str, expires_at: int | None) -> None:
+    async def _live_row(self, conn: AsyncConnection, repo_id: int, repository: str, tag: str, now: int) -> Any:
+        row = (
+            await conn.execute(
+                select(tags.c.id, tags.c.expires_at, tags.c.immutable, manifests.c.digest)
+                .join(manifests, manifests.c.id == tags.c.manifest_id)
+                .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no live tag {repository}:{tag}")
+        return row
+
+    async def set_expiry(self, repository: str, tag: str, expires_at: int | None, *, actor: Actor) -> None:
         now = now_ms()
         async with self.db.write() as conn:
             repo_id, _ = await self._repo(conn, repository)
-            result = await conn.execute(
-                update(tags)
-                .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
-                .values(expires_at=expires_at)
+            row = await self._live_row(conn, repo_id, repository, tag, now)
+            await conn.execute(update(tags).where(tags.c.id == row.id).values(expires_at=expires_at))
+            await self.audit(
+                conn,
+                "tag.expiry",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"tag": tag, "digest": row.digest, "old": row.expires_at, "new": expires_at},
+                now=now,
             )
-            if not result.rowcount:
-                raise NotFound(f"no live tag {repository}:{tag}")
 
-    async def set_immutable(self, repository: str, tag: str, immutable: bool) -> None:
+    async def set_immutable(self, repository: str, tag: str, immutable: bool, *, actor: Actor) -> None:
         now = now_ms()
         async with self.db.write() as conn:
             repo_id, _ = await self._repo(conn, repository)
-            result = await conn.execute(
-                update(tags)
-                .where(tags.c.repository_id == repo_id, tags.c.name == tag, live(now))
-                .values(immutable=immutable)
+            row = await self._live_row(conn, repo_id, repository, tag, now)
+            await conn.execute(update(tags).where(tags.c.id == row.id).values(immutable=immutable))
+            await self.audit(
+                conn,
+                "tag.immutable",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"tag": tag, "digest": row.digest, "old": bool(row.immutable), "new": immutable},
+                now=now,
             )
-            if not result.rowcount:
-                raise NotFound(f"no live tag {repository}:{tag}")
 
-    async def add_rule(self, repository: str, pattern: str) -> None:
+    async def add_rule(self, repository: str, pattern: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             repo_id, _ = await self._repo(conn, repository)
             try:
-                await conn.execute(
-                    insert(immutability_rules).values(repository_id=repo_id, pattern=pattern, created_at=now_ms())
-                )
+                async with conn.begin_nested():
+                    await conn.execute(
+                        insert(immutability_rules).values(repository_id=repo_id, pattern=pattern, created_at=now_ms())
+                    )
             except IntegrityError:
                 raise AlreadyExists(f"rule {pattern!r} exists on {repository}") from None
+            await self.audit(
+                conn,
+                "immutability_rule.add",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"pattern": pattern},
+            )
 
-    async def remove_rule(self, repository: str, pattern: str) -> None:
+    async def remove_rule(self, repository: str, pattern: str, *, actor: Actor) -> None:
         async with self.db.write() as conn:
             repo_id, _ = await self._repo(conn, repository)
             result = await conn.execute(
@@ -227,6 +306,14 @@ class TagsStore:
             )
             if not result.rowcount:
                 raise NotFound(f"no rule {pattern!r} on {repository}")
+            await self.audit(
+                conn,
+                "immutability_rule.remove",
+                actor,
+                namespace=namespace_of(repository),
+                repository=repository,
+                metadata={"pattern": pattern},
+            )
 
     async def rules(self, repository: str) -> list[str]:
         async with self.db.read() as conn:
@@ -239,10 +326,22 @@ class TagsStore:
                 )
             )
 
-    async def set_window(self, namespace: str, seconds: int) -> None:
+    async def set_window(self, namespace: str, seconds: int, *, actor: Actor) -> None:
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(namespaces).where(namespaces.c.name == namespace).values(time_machine_seconds=seconds)
-            )
-            if not result.rowcount:
+            row = (
+                await conn.execute(
+                    select(namespaces.c.id, namespaces.c.time_machine_seconds).where(
+                        namespaces.c.name == namespace, namespaces.c.state == "normal"
+                    )
+                )
+            ).first()
+            if row is None:
                 raise NotFound(f"no namespace {namespace!r}")
+            await conn.execute(update(namespaces).where(namespaces.c.id == row.id).values(time_machine_seconds=seconds))
+            await self.audit(
+                conn,
+                "namespace.time_machine",
+                actor,
+                namespace=namespace,
+                metadata={"old_seconds": row.time_machine_seconds, "new_seconds": seconds},
+            )

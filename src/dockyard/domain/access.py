@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 
 from dockyard.domain.errors import InvalidRequest
 
@@ -41,6 +42,58 @@ class TeamRole(enum.StrEnum):
 
 
 OWNERS_TEAM = "owners"
+
+
+class Scope(enum.StrEnum):
+    """What a token may be used for. A token's scopes cap what its principal may do; a credential
+    without scopes (a password, a robot token) is capped only by the principal's roles."""
+
+    REPO_READ = "repo:read"
+    REPO_WRITE = "repo:write"
+    REPO_ADMIN = "repo:admin"
+    REPO_CREATE = "repo:create"
+    ORG_ADMIN = "org:admin"
+    USER_READ = "user:read"
+    USER_ADMIN = "user:admin"
+    SUPER_USER = "super:user"
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            known = ", ".join(scope.value for scope in cls)
+            raise InvalidRequest(f"unknown scope {text!r} (known: {known})") from None
+
+
+ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+
+#: A scope includes the weaker scopes of the same kind (`repo:write` lets a client pull, too).
+_IMPLIED: dict[Scope, frozenset[Scope]] = {
+    Scope.REPO_ADMIN: frozenset({Scope.REPO_WRITE, Scope.REPO_READ}),
+    Scope.REPO_WRITE: frozenset({Scope.REPO_READ}),
+    Scope.USER_ADMIN: frozenset({Scope.USER_READ}),
+}
+
+
+def parse_scopes(texts: Iterable[str]) -> frozenset[Scope]:
+    """Scopes from their names (each item may hold several, separated by spaces or commas)."""
+    return frozenset(Scope.parse(word) for text in texts for word in re.split(r"[\s,]+", text) if word)
+
+
+def effective_scopes(scopes: Iterable[Scope]) -> frozenset[Scope]:
+    """`scopes` with every scope they imply."""
+    held = set(scopes)
+    for scope in list(held):
+        held |= _IMPLIED.get(scope, frozenset())
+    return frozenset(held)
+
+
+def scopes_text(scopes: Iterable[Scope]) -> str:
+    """The stored and displayed form: names in a fixed order, separated by spaces."""
+    order = list(Scope)
+    return " ".join(scope.value for scope in sorted(set(scopes), key=order.index))
+
 
 _NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
 _ROBOT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

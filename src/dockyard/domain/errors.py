@@ -92,6 +92,10 @@ class Denied(DockyardError):
     """The principal is known but may not perform the action."""
 
 
+class ScopeDenied(Denied):
+    """The principal's role allows the action but its token's scopes do not."""
+
+
 class TooManyRequests(DockyardError):
     """A rate limit was hit."""
 

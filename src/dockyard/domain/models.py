@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,50 @@ class Descriptor:
     size: int
     artifact_type: str | None = None
     annotations: dict[str, str] | None = None
+    platform: dict[str, str] | None = None
+    """The platform an index names for a child manifest (string fields only)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[str]
     next_last: str | None
+
+
+#: Orders of a repository listing: by name or creation time, `-` for descending.
+RepositorySort = Literal["name", "-name", "created", "-created"]
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryInfo:
+    id: int
+    name: str
+    namespace: str
+    public: bool
+    description: str | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A live tag and the manifest it points at."""
+
+    name: str
+    digest: str
+    media_type: str
+    size: int
+    start_at: int
+    expires_at: int | None
+    immutable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One row of a tag's history."""
+
+    id: int
+    digest: str
+    start_at: int
+    end_at: int | None
+    expires_at: int | None
+    immutable: bool

@@ -31,6 +31,10 @@ class ParsedManifest:
     artifact_type: str | None = None
     config_media_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    config: Descriptor | None = None
+    """An image manifest's config descriptor."""
+    layers: tuple[Descriptor, ...] = ()
+    """An image manifest's layers, non-distributable ones included."""
 
     @property
     def is_index(self) -> bool:
@@ -63,6 +67,8 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
             artifact_type=artifact_type,
             config_media_type=config.media_type,
             annotations=annotations,
+            config=config,
+            layers=tuple(layers),
         )
     children = _descriptor_list(document, "manifests", required=True)
     return ParsedManifest(
@@ -149,12 +155,14 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     artifact_type = value.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid(f"{where}.artifactType must be a string")
+    platform = value.get("platform")
     return Descriptor(
         media_type=media_type,
         digest=digest,
         size=size,
         artifact_type=artifact_type,
         annotations=_annotations(value, f"{where}.annotations") or None,
+        platform={k: v for k, v in platform.items() if isinstance(v, str)} if isinstance(platform, dict) else None,
     )
 
 

@@ -116,6 +116,18 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
 
+        self.audit_pulls_written = Counter(
+            "dockyard_audit_pulls_recorded", "Pulls written to the audit log", registry=self.registry
+        )
+        self.audit_pulls_dropped = Counter(
+            "dockyard_audit_pulls_dropped",
+            "Pulls not recorded in the audit log: the buffer was full or the write failed",
+            registry=self.registry,
+        )
+        self.audit_pull_flushes = Counter(
+            "dockyard_audit_pull_flushes", "Multi-row INSERTs writing buffered pulls", registry=self.registry
+        )
+
     def render(self) -> bytes:
         if self.multiprocess:
             registry = CollectorRegistry()

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from dockyard.auth import AccessPolicy, Action, Principal, Resource, authorize
+from dockyard.auth import ANONYMOUS, AccessPolicy, Action, Principal, Resource, authorize
+from dockyard.auth.origin import actor_of
+from dockyard.domain.audit import Actor
 from dockyard.services.context import Services
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_ip(request: Request, services: Services) -> str:
+    """The client's address: the peer's, or X-Forwarded-For's when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else None
+    if not services.proxies.networks:
+        return peer or "unknown"
+    ip: str | None = getattr(request.state, "client_ip", None)
+    if ip is None:
+        ip = services.proxies.client_ip(peer, request.headers.getlist("x-forwarded-for"))
+        request.state.client_ip = ip
+    return ip
+
+
+def request_actor(request: Request, services: Services) -> Actor:
+    """Who makes this request (as authenticated so far) and from where, for the audit log."""
+    principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
+    return actor_of(principal, client_ip(request, services), request.headers.get("user-agent"))
 
 
 def service_name(request: Request, services: Services) -> str:
@@ -27,7 +43,10 @@ async def principal_of(request: Request, services: Services) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         principal = await services.authenticator.authenticate(
-            request.headers.get("authorization"), client_ip(request), service_name(request, services)
+            request.headers.get("authorization"),
+            client_ip(request, services),
+            service_name(request, services),
+            user_agent=request.headers.get("user-agent"),
         )
         request.state.principal = principal
     return principal

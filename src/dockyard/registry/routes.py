@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from dockyard.auth import Action
+from dockyard.auth.authorize import acts_as_superuser
 from dockyard.domain.errors import (
     BlobUploadInvalid,
     DigestInvalid,
@@ -26,7 +27,7 @@ from dockyard.domain.errors import (
 )
 from dockyard.domain.names import validate_repository_name
 from dockyard.oci import mediatypes as mt
-from dockyard.registry.context import allow, may, principal_of, realm, service_name
+from dockyard.registry.context import allow, may, principal_of, realm, request_actor, service_name
 from dockyard.registry.errors import API_VERSION_HEADER, error_response
 from dockyard.registry.responses import BlobResponse
 from dockyard.services.context import Services
@@ -152,7 +153,8 @@ async def _catalog(request: Request, services: Services) -> Response:
         raise Unsupported("only GET is supported on the catalog")
     principal = await allow(request, services, Action.CATALOG, None)
     n, last = _paging(request)
-    page = await services.manifests.catalog(n, last, viewer=principal.account_id, everything=principal.superuser)
+    everything = acts_as_superuser(principal)  # a scoped token needs super:user to see it all
+    page = await services.manifests.catalog(n, last, viewer=principal.account_id, everything=everything)
     size = services.manifests.page_size(n)
     body = _json({"repositories": page.items})
     return Response(
@@ -204,7 +206,7 @@ async def _blob_get(request: Request, services: Services, name: str, digest: str
 
 async def _blob_delete(request: Request, services: Services, name: str, digest: str) -> Response:
     await allow(request, services, Action.DELETE, name)
-    await services.blobs.delete(name, digest)
+    await services.blobs.delete(name, digest, actor=request_actor(request, services))
     return Response(status_code=202, headers={**_BASE_HEADERS, "Content-Length": "0"})
 
 
@@ -235,6 +237,7 @@ async def _upload_start(request: Request, services: Services, name: str, ref: st
         raise Unsupported("POST opens a new upload; use PATCH or PUT on an existing session")
     principal = await allow(request, services, Action.PUSH, name)
     creator = principal.account_id
+    actor = request_actor(request, services)
     params = request.query_params
     mount = params.get("mount")
     if mount:
@@ -246,15 +249,15 @@ async def _upload_start(request: Request, services: Services, name: str, ref: st
             source = await _readable_holder(request, services, mount)
         elif not (_valid_name(source) and await may(request, services, Action.PULL, source)):
             source = None
-        if source is not None and await services.uploads.mount(name, mount, source, creator=creator):
+        if source is not None and await services.uploads.mount(name, mount, source, creator=creator, actor=actor):
             return _created_blob(name, mount)
     digest = params.get("digest")
     if digest:
         info = await services.uploads.monolithic(
-            name, digest, _body(request), length=_content_length(request), creator=creator
+            name, digest, _body(request), length=_content_length(request), creator=creator, actor=actor
         )
         return _created_blob(name, info.digest)
-    state = await services.uploads.start(name, creator=creator)
+    state = await services.uploads.start(name, creator=creator, actor=actor)
     return Response(status_code=202, headers=_upload_headers(name, state.id, state.offset))
 
 
@@ -307,7 +310,13 @@ async def _upload_put(request: Request, services: Services, name: str, upload_id
         await services.uploads.status(name, upload_id)
         raise DigestInvalid("PUT must name the digest (?digest=)")
     info = await services.uploads.finish(
-        name, upload_id, digest, _body(request), length=_content_length(request), creator=principal.account_id
+        name,
+        upload_id,
+        digest,
+        _body(request),
+        length=_content_length(request),
+        creator=principal.account_id,
+        actor=request_actor(request, services),
     )
     return _created_blob(name, info.digest)
 
@@ -328,6 +337,10 @@ def _accept(request: Request) -> list[str]:
 async def _manifest_get(request: Request, services: Services, name: str, reference: str) -> Response:
     await allow(request, services, Action.PULL, name)
     record = await services.manifests.get(name, reference, _accept(request))
+    if request.method == "GET":
+        # A pull: buffered, written in the background (never waited on).
+        tag = None if reference == record.digest else reference
+        services.pulls.record(request_actor(request, services), name, digest=record.digest, tag=tag)
     headers = {
         **_BASE_HEADERS,
         "Docker-Content-Digest": record.digest,
@@ -344,7 +357,12 @@ async def _manifest_put(request: Request, services: Services, name: str, referen
     principal = await allow(request, services, Action.PUSH, name)
     content = await services.manifests.read_body(_body(request), _content_length(request))
     result = await services.manifests.put(
-        name, reference, request.headers.get("content-type"), content, creator=principal.account_id
+        name,
+        reference,
+        request.headers.get("content-type"),
+        content,
+        creator=principal.account_id,
+        actor=request_actor(request, services),
     )
     headers = {
         **_BASE_HEADERS,
@@ -359,7 +377,7 @@ async def _manifest_put(request: Request, services: Services, name: str, referen
 
 async def _manifest_delete(request: Request, services: Services, name: str, reference: str) -> Response:
     await allow(request, services, Action.DELETE, name)
-    await services.manifests.delete(name, reference)
+    await services.manifests.delete(name, reference, actor=request_actor(request, services))
     return Response(status_code=202, headers={**_BASE_HEADERS, "Content-Length": "0"})
 
 

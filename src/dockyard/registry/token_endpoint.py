@@ -53,7 +53,14 @@ async def _docker_get(request: Request, services: Services) -> Response:
         if scheme.lower() != "basic":
             raise Unauthorized("the token endpoint takes Basic credentials")
         username, secret = decode_basic(value)
-        principal = await services.authenticator.login(username, secret, client_ip(request))
+        principal = await services.authenticator.login(
+            username,
+            secret,
+            client_ip(request, services),
+            user_agent=request.headers.get("user-agent"),
+            endpoint="token",
+            record_success=True,
+        )
     access = await _access(services, principal, params.getlist("scope"))
     issued = await services.tokens.issue(principal, service, access)
     body: dict[str, Any] = {
@@ -74,7 +81,12 @@ async def _oauth2(request: Request, services: Services) -> Response:
     grant = fields.get("grant_type")
     if grant == "password":
         principal = await services.authenticator.login(
-            fields.get("username", ""), fields.get("password", ""), client_ip(request)
+            fields.get("username", ""),
+            fields.get("password", ""),
+            client_ip(request, services),
+            user_agent=request.headers.get("user-agent"),
+            endpoint="token",
+            record_success=True,
         )
     elif grant == "refresh_token":
         principal = await services.tokens.verify(fields.get("refresh_token", ""), service, refresh=True)

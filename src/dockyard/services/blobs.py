@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.db.registry_store import RegistryStore
+from dockyard.domain.audit import Actor
 from dockyard.domain.digest import Digest
 from dockyard.domain.errors import BlobUnknown, RangeNotSatisfiable, StorageUnavailable
 from dockyard.domain.models import BlobInfo
@@ -123,9 +124,9 @@ class BlobService:
         except StorageError as exc:
             raise StorageUnavailable(f"storage failed: {exc}") from exc
 
-    async def delete(self, repository: str, digest: str) -> None:
+    async def delete(self, repository: str, digest: str, *, actor: Actor) -> None:
         Digest.parse(digest)
-        if not await self.store.unlink_blob(repository, digest):
+        if not await self.store.unlink_blob(repository, digest, actor=actor):
             raise BlobUnknown(f"blob {digest} is not in {repository}", detail={"digest": digest})
 
 

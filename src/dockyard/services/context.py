@@ -5,17 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockyard.auth import AccessPolicy, Authenticator, TokenService
+from dockyard.auth.origin import TrustedProxies
 from dockyard.config.settings import AuthSettings
 from dockyard.db.registry_store import RegistryStore
 from dockyard.queue import JobRunner
 from dockyard.services.accounts import AccountService
+from dockyard.services.audit import AuditService
 from dockyard.services.blobs import BlobService
 from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
 from dockyard.services.prune import PruneService
+from dockyard.services.pull_log import PullLog
 from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
+from dockyard.services.repositories import RepositoryService
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
 
@@ -39,6 +43,10 @@ class Services:
     prune: PruneService
     jobs: JobRunner
     gc: GcService
+    repositories: RepositoryService
+    audit: AuditService
+    pulls: PullLog
+    proxies: TrustedProxies
 
     async def close(self) -> None:
         await self.registry_store.close()

@@ -30,6 +30,7 @@ from dockyard.db.gc_store import (
     StorageDeletion,
 )
 from dockyard.db.locks import UploadLocks
+from dockyard.domain.audit import Actor
 from dockyard.services.blobs import Locations
 from dockyard.services.sweep import StorageSweeper, SweepCounts
 from dockyard.storage import Part, StorageError
@@ -247,11 +248,11 @@ class GcService:
 
     # -- deletion of repositories and namespaces -----------------------------------------------
 
-    async def delete_repository(self, name: str, *, performer: str | None = None) -> None:
-        await self.store.mark_repository(name, performer=performer)
+    async def delete_repository(self, name: str, *, actor: Actor) -> None:
+        await self.store.mark_repository(name, actor=actor)
 
-    async def delete_namespace(self, name: str, *, performer: str | None = None) -> int:
-        return await self.store.mark_namespace(name, performer=performer)
+    async def delete_namespace(self, name: str, *, actor: Actor) -> int:
+        return await self.store.mark_namespace(name, actor=actor)
 
     async def purge_repository(self, payload: dict[str, Any]) -> None:
         repo_id = int(payload["repository_id"])

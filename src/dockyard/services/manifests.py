@@ -6,8 +6,10 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dockyard.db.registry_store import RegistryStore
+from dockyard.domain.audit import Actor
 from dockyard.domain.digest import Digest, looks_like_digest
 from dockyard.domain.errors import (
     DigestInvalid,
@@ -79,7 +81,14 @@ class ManifestService:
         return b"".join(parts)
 
     async def put(
-        self, repository: str, reference: str, content_type: str | None, content: bytes, *, creator: int | None
+        self,
+        repository: str,
+        reference: str,
+        content_type: str | None,
+        content: bytes,
+        *,
+        creator: int | None,
+        actor: Actor,
     ) -> PutResult:
         tag: str | None = None
         if looks_like_digest(reference):
@@ -106,6 +115,7 @@ class ManifestService:
             creator=creator,
             replicate=self.replicate,
             expires_at=expires_at,
+            actor=actor,
         )
         return PutResult(digest=str(digest), subject=subject)
 
@@ -145,12 +155,12 @@ class ManifestService:
             )
         return record
 
-    async def delete(self, repository: str, reference: str) -> None:
+    async def delete(self, repository: str, reference: str, *, actor: Actor) -> None:
         if looks_like_digest(reference):
             Digest.parse(reference)
-            found = await self.store.delete_manifest(repository, reference)
+            found = await self.store.delete_manifest(repository, reference, actor=actor)
         else:
-            found = await self.store.delete_tag(repository, validate_tag(reference))
+            found = await self.store.delete_tag(repository, validate_tag(reference), actor=actor)
         if not found:
             raise ManifestUnknown(f"manifest {reference} is not in {repository}", detail={"reference": reference})
 
@@ -179,6 +189,80 @@ class ManifestService:
             "manifests": [descriptor_json(d) for d in descriptors],
         }
         return json.dumps(index, separators=(",", ":")).encode()
+
+    async def details(self, repository: str, digest: str) -> ManifestDetails:
+        """Manifest `digest` with its config, layers or children, labels and sizes."""
+        return await manifest_details(self, repository, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestDetails:
+    """A manifest as a person browses it: what it is made of and what its image says about itself."""
+
+    record: ManifestRecord
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    """An image's layers, in order (empty for an index)."""
+    manifests: tuple[Descriptor, ...]
+    """An index's child manifests, with their platforms (empty for an image)."""
+    annotations: dict[str, str]
+    labels: dict[str, str]
+    """The image config's labels (empty when it has none or is not an image config)."""
+    platform: dict[str, str] | None
+    """os, architecture and variant from the image config."""
+    created: str | None
+    """The image config's creation time as written there."""
+
+    @property
+    def total_size(self) -> int:
+        """The manifest, its config and its layers (an index: itself and its children's manifests)."""
+        parts = [*self.layers, *self.manifests, *([self.config] if self.config else [])]
+        return self.record.size + sum(part.size for part in parts)
+
+
+async def manifest_details(service: ManifestService, repository: str, digest: str) -> ManifestDetails:
+    """The details of manifest `digest` in `repository` (ManifestUnknown when absent)."""
+    Digest.parse(digest)
+    record = await service.get(repository, digest, [])
+    parsed = parse_manifest(record.content, record.media_type)
+    labels: dict[str, str] = {}
+    platform: dict[str, str] | None = None
+    created: str | None = None
+    config = parsed.config
+    if config is not None and config.media_type in mt.IMAGE_CONFIGS and service.config_reader is not None:
+        document = _json_object(await service.config_reader(config.digest, _CONFIG_LIMIT))
+        raw_labels = (document.get("config") or {}).get("Labels") if isinstance(document.get("config"), dict) else None
+        if isinstance(raw_labels, dict):
+            labels = {str(k): str(v) for k, v in raw_labels.items()}
+        platform = {
+            key: document[key] for key in ("os", "architecture", "variant") if isinstance(document.get(key), str)
+        }
+        created = document["created"] if isinstance(document.get("created"), str) else None
+    return ManifestDetails(
+        record=record,
+        config=config,
+        layers=parsed.layers,
+        manifests=parsed.children,
+        annotations=parsed.annotations,
+        labels=labels,
+        platform=platform or None,
+        created=created,
+    )
+
+
+def _json_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def referrer_descriptor(record: ManifestRecord) -> Descriptor:
+    """The descriptor of a referrer as the referrers API lists it."""
+    return _referrer(record)
 
 
 def _referrer(record: ManifestRecord) -> Descriptor:

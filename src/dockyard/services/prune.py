@@ -13,6 +13,7 @@ from typing import Any
 from dockyard.db.clock import now_ms
 from dockyard.db.prune_store import PruneDecision, PrunePolicy, PruneStore
 from dockyard.domain.access import validate_namespace_name
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import InvalidRequest
 from dockyard.domain.names import namespace_of, validate_repository_name
 from dockyard.services.durations import parse_duration
@@ -38,6 +39,7 @@ class PruneService:
         keep: int | None = None,
         older_than: str | None = None,
         pattern: str | None = None,
+        actor: Actor,
     ) -> PrunePolicy:
         """Keep the `keep` most recent tags, or expire tags older than `older_than` (e.g. 30d).
 
@@ -57,13 +59,14 @@ class PruneService:
             keep_count=keep,
             older_than_seconds=None if older_than is None else parse_duration(older_than),
             tag_pattern=None if pattern is None else validate_tag_pattern(pattern),
+            actor=actor,
         )
 
     async def policies(self, namespace: str) -> list[PrunePolicy]:
         return await self.store.policies(validate_namespace_name(namespace))
 
-    async def remove(self, policy_id: int) -> None:
-        await self.store.remove(policy_id)
+    async def remove(self, policy_id: int, *, actor: Actor) -> None:
+        await self.store.remove(policy_id, actor=actor)
 
     async def plan(self) -> list[PruneDecision]:
         """What a pass would expire now, with the policy and reason for each tag."""

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from dockyard.db.quota_store import Drift, QuotaReport, QuotaStore
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import InvalidRequest, NotFound
 
 log = logging.getLogger("dockyard.quota")
@@ -58,14 +59,20 @@ class QuotaService:
         self.store = store
 
     async def set(
-        self, namespace: str, limit: str, warn_percent: int | None = None, reject_percent: int | None = None
+        self,
+        namespace: str,
+        limit: str,
+        warn_percent: int | None = None,
+        reject_percent: int | None = None,
+        *,
+        actor: Actor,
     ) -> QuotaReport:
         """Set NAMESPACE's limit (a size such as 10GiB); None percents keep the current thresholds."""
-        await self.store.set_quota(namespace, parse_size(limit), warn_percent, reject_percent)
+        await self.store.set_quota(namespace, parse_size(limit), warn_percent, reject_percent, actor=actor)
         return await self.store.show(namespace)
 
-    async def clear(self, namespace: str) -> None:
-        await self.store.set_quota(namespace, None)
+    async def clear(self, namespace: str, *, actor: Actor) -> None:
+        await self.store.set_quota(namespace, None, actor=actor)
 
     async def show(self, namespace: str) -> QuotaReport:
         return await self.store.show(namespace)

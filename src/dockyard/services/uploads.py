@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from dockyard.db.locks import UploadLocks, digest_held
 from dockyard.db.registry_store import RegistryStore
+from dockyard.domain.audit import Actor
 from dockyard.domain.digest import Digest
 from dockyard.domain.errors import (
     BlobUploadInvalid,
@@ -52,12 +53,13 @@ class UploadService:
         self.locks = locks
         self._hashers: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()
 
-    async def start(self, repository: str, *, creator: int | None) -> UploadState:
+    async def start(self, repository: str, *, creator: int | None, actor: Actor) -> UploadState:
+        """Open an upload session (creating the repository on a first push, audited as `actor`'s)."""
         upload_id = str(uuid.uuid4())
         location = self.locations.primary
         handle = await _storage(location.begin_upload(upload_id))
         try:
-            return await self.store.create_upload(repository, upload_id, location.name, handle, creator)
+            return await self.store.create_upload(repository, upload_id, location.name, handle, creator, actor=actor)
         except BaseException:
             await location.abort_upload(upload_id, handle, [])
             raise
@@ -90,6 +92,7 @@ class UploadService:
         *,
         length: int | None,
         creator: int | None,
+        actor: Actor,
     ) -> BlobInfo:
         """Append the last bytes, verify the digest, then make the blob visible in the repository."""
         try:
@@ -112,6 +115,7 @@ class UploadService:
                         key=None if key == blob_key(digest) else key,
                         upload_id=upload_id,
                         creator=creator,
+                        actor=actor,
                     )
                 except QuotaExceeded:
                     if not reused:
@@ -123,12 +127,21 @@ class UploadService:
         return BlobInfo(digest=str(digest), size=state.offset, key=blob_key(digest))
 
     async def monolithic(
-        self, repository: str, digest_text: str, body: AsyncIterator[bytes], *, length: int | None, creator: int | None
+        self,
+        repository: str,
+        digest_text: str,
+        body: AsyncIterator[bytes],
+        *,
+        length: int | None,
+        creator: int | None,
+        actor: Actor,
     ) -> BlobInfo:
         digest = Digest.parse(digest_text)
-        state = await self.start(repository, creator=creator)
+        state = await self.start(repository, creator=creator, actor=actor)
         try:
-            return await self.finish(repository, state.id, str(digest), body, length=length, creator=creator)
+            return await self.finish(
+                repository, state.id, str(digest), body, length=length, creator=creator, actor=actor
+            )
         except BaseException:
             await self._discard(state)
             raise
@@ -145,9 +158,11 @@ class UploadService:
         Digest.parse(digest_text)
         return await self.store.repositories_holding(digest_text, limit)
 
-    async def mount(self, repository: str, digest_text: str, source: str | None, *, creator: int | None) -> bool:
+    async def mount(
+        self, repository: str, digest_text: str, source: str | None, *, creator: int | None, actor: Actor
+    ) -> bool:
         Digest.parse(digest_text)
-        return await self.store.mount_blob(repository, digest_text, source, creator)
+        return await self.store.mount_blob(repository, digest_text, source, creator, actor=actor)
 
     # -- writing -------------------------------------------------------------------------------
 
