@@ -85,10 +85,6 @@ class PullLog:
         if len(self._buffer) >= self.batch:
             self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
-
     def start(self) -> None:
         """Start the writer task (in the serving event loop)."""
         if self.enabled and self._task is None:
