@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from . import access_identity, access_oauth, access_user
 from .support import PROBLEM, World
 
 pytestmark = pytest.mark.integration
@@ -39,11 +40,23 @@ REFUSED: dict[str, dict[str, tuple[int, str]]] = {
     "create": {**_NO_ACCESS, "robot_reader": DENIED, "alice_read": SCOPE, "alice_write": SCOPE},
     "user": {"anonymous": UNAUTHORIZED, "robot": DENIED, "robot_reader": DENIED, "alice_read": SCOPE},
     "catalog": {"alice_user": SCOPE},
+    **access_identity.REFUSED,
+    **access_user.REFUSED,
+    **access_oauth.REFUSED,
 }
 
 
 def endpoints(world: World) -> list[tuple[str, str, str, str, Any]]:
     """(needs, method, OpenAPI path, concrete path, JSON body) of every endpoint with a right."""
+    return (
+        _repository_endpoints(world)
+        + access_identity.endpoints(world)
+        + access_user.endpoints(world)
+        + access_oauth.endpoints(world)
+    )
+
+
+def _repository_endpoints(world: World) -> list[tuple[str, str, str, str, Any]]:
     image = world.image
     return [
         ("catalog", "GET", "/repositories", "/api/v1/repositories", None),
@@ -129,7 +142,7 @@ def test_the_access_table_covers_every_operation(world: World) -> None:
         document = client.get("/api/v1/openapi.json").json()
     operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     covered = {(method, path) for _, method, path, _, _ in endpoints(world)}
-    open_to_all = {("GET", "/registry")}
+    open_to_all = {("GET", "/registry")} | access_user.OPEN_TO_ALL | access_oauth.OPEN_TO_ALL
     assert operations - open_to_all == covered
 
 

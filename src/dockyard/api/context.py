@@ -33,6 +33,16 @@ class Caller:
         """Return when the caller may perform `action` on `resource`; raise (401/403) otherwise."""
         await authorize(self.services.policy, self.principal, action, resource)
 
+    async def require_fresh_login(self) -> None:
+        """Return when the caller may perform a sensitive operation (password change, token
+        creation, deleting an organization); raise otherwise.
+
+        Only browser sessions can be stale: a session user must have entered the password
+        recently (the session layer decides). Every other credential is presented afresh with
+        each request, so it always passes.
+        """
+        return None
+
 
 def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
