@@ -286,7 +286,7 @@ def measure(
     print(f"\naudit on / off (medians): worst ratio {worst:.2f} ({verdict} the target >= {RATIO_TARGET:.2f})")
     print(
         f"pulls answered by the audited server: {answered['audit on']:,}; recorded {recorded:,}, "
-        f"dropped {dropped:,.0f} ({flushes:,.0f} INSERTs, {recorded / max(flushes, 1):,.0f} rows each); "
+        f"dropped {dropped:,.0f} ({flushes:,.0f} batches, {recorded / max(flushes, 1):,.0f} rows each); "
         f"recorded by the other: {silent}"
     )
     # wrk counts the responses it read; a few more may have been answered as a run stopped.
@@ -307,7 +307,7 @@ def measure(
                         "answered": answered["audit on"],
                         "recorded": recorded,
                         "dropped": dropped,
-                        "inserts": flushes,
+                        "batches": flushes,
                     },
                 },
                 indent=2,

@@ -27,12 +27,17 @@ from dockyard.db.gc_store import GcStore
 from dockyard.db.hot_reads import HotReads, open_hot_reads
 from dockyard.db.jobs_store import JobsStore
 from dockyard.db.locks import UploadLocks, open_upload_locks
+from dockyard.db.oauth_store import OAuthStore
+from dockyard.db.organizations_store import OrganizationsStore
 from dockyard.db.prune_store import PruneStore
 from dockyard.db.quota_store import QuotaStore
 from dockyard.db.registry_store import RegistryStore
 from dockyard.db.repositories_store import RepositoriesStore
+from dockyard.db.search_store import SearchStore
+from dockyard.db.sessions_store import SessionsStore
 from dockyard.db.sweep_store import SweepStore
 from dockyard.db.tags_store import TagsStore
+from dockyard.db.users_store import UsersStore
 from dockyard.domain.errors import DockyardError
 from dockyard.ops.metrics import Metrics, MetricsMiddleware
 from dockyard.ops.routes import health_endtoend, health_instance, metrics
@@ -47,14 +52,19 @@ from dockyard.services.context import Services
 from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.oauth import OAuthService
+from dockyard.services.organizations import OrganizationService
 from dockyard.services.prune import PruneService
 from dockyard.services.pull_log import PullCounters, PullLog
 from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
 from dockyard.services.repositories import RepositoryService
+from dockyard.services.search import SearchService
+from dockyard.services.sessions import SessionService
 from dockyard.services.sweep import StorageSweeper
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
+from dockyard.services.users import UserService
 from dockyard.storage import open_location
 
 SETTINGS_ENV = "DOCKYARD_SETTINGS_JSON"
@@ -73,12 +83,14 @@ def build_services(
     tokens = TokenService(
         accounts, lifetime=auth.token_lifetime_seconds, refresh_lifetime=auth.refresh_token_lifetime_seconds
     )
+    oauth_store = OAuthStore(database, writer)
     authenticator = Authenticator(
         accounts,
         tokens,
         auth,
         hot.credential_state if hot is not None else accounts.credential_state,
         hot.failures if hot is not None else accounts.failures,
+        oauth=oauth_store,
     )
     stores = {
         name: open_location(name, options, settings.data_dir) for name, options in settings.storage.locations.items()
@@ -162,6 +174,8 @@ def build_services(
             config_reader=blob_service.read_small,
         ),
         tags=TagService(TagsStore(database, writer)),
+        users=UserService(UsersStore(database, writer), accounts, account_service, auth),
+        search=SearchService(SearchStore(database)),
         quota=quota,
         prune=prune,
         replication=replication,
@@ -169,6 +183,7 @@ def build_services(
         gc=gc,
         health=HealthService(store, locations),
         repositories=RepositoryService(RepositoriesStore(database, writer), account_service, gc),
+        organizations=OrganizationService(OrganizationsStore(database, writer), account_service, gc),
         audit=audit,
         pulls=PullLog(
             audit_store,
@@ -185,6 +200,8 @@ def build_services(
             ),
         ),
         proxies=TrustedProxies(settings.server.trusted_proxies),
+        sessions=SessionService(SessionsStore(database, writer), accounts, authenticator, auth.sessions),
+        oauth=OAuthService(oauth_store, accounts, authenticator, auth.oauth),
     )
 
 
@@ -197,6 +214,8 @@ def build_app(settings: Settings) -> Starlette:
     # Only the server needs the REST API (FastAPI): commands skip importing it.
     from dockyard.api.app import PREFIX as API_PREFIX  # noqa: PLC0415
     from dockyard.api.app import api_not_found, build_api  # noqa: PLC0415
+    from dockyard.api.oauth_endpoints import PREFIX as OAUTH_PREFIX  # noqa: PLC0415
+    from dockyard.api.oauth_endpoints import build_oauth_endpoints  # noqa: PLC0415
 
     pool_size = settings.database.pool_size
     database = Database(create_serving_engine(settings.database_url, pool_size=pool_size))
@@ -231,6 +250,7 @@ def build_app(settings: Settings) -> Starlette:
             Route("/health/endtoend", health_endtoend),
             Route("/metrics", metrics),
             Mount(API_PREFIX, app=build_api(services)),
+            Mount(OAUTH_PREFIX, app=build_oauth_endpoints(services)),
         ],
         exception_handlers={404: api_not_found, Exception: _internal_error},
         lifespan=lifespan,

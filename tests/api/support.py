@@ -56,7 +56,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path) -> Iterator[Server]:
+def running_server(data_dir: Path, environ: dict[str, str] | None = None) -> Iterator[Server]:
+    """A live server on a free port; `environ` adds settings (`DOCKYARD_AUTH__…`) to its environment."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -66,6 +67,7 @@ def running_server(data_dir: Path) -> Iterator[Server]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **(environ or {})},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -189,4 +191,10 @@ def seed(server: Server) -> World:
         )
         push_image(admin, "acme/public", "latest", seed="pub")
     server.cli("perm", "grant", "acme/private", "acme+reader", "read")
+    # A member of acme who administers nothing: user carol in team acme/viewers (role member),
+    # acting through a token with every scope ("member").
+    server.cli("user", "create", "carol", "--password-stdin", stdin=PASSWORD + "\n")
+    server.cli("team", "create", "acme", "viewers")
+    server.cli("team", "add", "acme", "viewers", "carol")
+    world.tokens["member"] = server.cli("token", "create", "carol", "--title", "member").strip()
     return world

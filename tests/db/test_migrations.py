@@ -189,3 +189,58 @@ def test_existing_app_tokens_get_every_scope(database_url: str) -> None:
         migrate.upgrade(database_url)
     finally:
         engine.dispose()
+
+
+def test_sessions_and_oauth_tables_round_trip_with_data(database_url: str) -> None:
+    """0010 (sessions, OAuth2 applications, codes, tokens) downgrades and upgrades again with rows
+    in its tables and in the accounts they reference."""
+    migrate.upgrade(database_url, "0010")
+    engine = create_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO namespaces (id, name, kind, created_at) VALUES (1, 'u', 'user', 1)"))
+            conn.execute(text("INSERT INTO namespaces (id, name, kind, created_at) VALUES (2, 'o', 'org', 1)"))
+            conn.execute(
+                text("INSERT INTO accounts (id, kind, name, namespace_id, created_at) VALUES (1, 'user', 'u', 1, 1)")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (token_hash, account_id, epoch, created_at, last_used_at, authenticated_at) "
+                    "VALUES ('s', 1, 0, 1, 1, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_applications (id, namespace_id, name, client_id, secret_hash, redirect_uris, "
+                    "scopes, created_at) VALUES (1, 2, 'app', 'c', 'h', '[]', 'repo:read', 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_authorizations (application_id, account_id, scopes, created_at, updated_at) "
+                    "VALUES (1, 1, 'repo:read', 1, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_codes (code_hash, application_id, account_id, redirect_uri, scopes, "
+                    "code_challenge, grant_id, created_at, expires_at) VALUES ('k', 1, 1, 'https://x/', 'repo:read', "
+                    "'c', 'g', 1, 2)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_tokens (token_hash, kind, application_id, account_id, grant_id, scopes, "
+                    "created_at, expires_at) VALUES ('t', 'access', 1, 1, 'g', 'repo:read', 1, 2)"
+                )
+            )
+        migrate.downgrade(database_url, "0009")
+        tables = _tables(database_url)
+        assert not tables & {"sessions", "oauth_applications", "oauth_authorizations", "oauth_codes", "oauth_tokens"}
+        assert "accounts" in tables
+        migrate.upgrade(database_url, "0010")
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM oauth_tokens")).scalar_one() == 0
+            assert conn.execute(text("SELECT name FROM accounts")).scalar_one() == "u"
+    finally:
+        engine.dispose()

@@ -18,12 +18,28 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from dockyard.api import problems
-from dockyard.api.routes import manifests, registry, repositories, tags, user
+from dockyard.api.routes import (
+    logs,
+    manifests,
+    oauth,
+    organizations,
+    permissions,
+    registry,
+    repositories,
+    robots,
+    search,
+    session,
+    tags,
+    teams,
+    user,
+    users,
+)
 from dockyard.services.context import Services
 
 DESCRIPTION = """\
-The Dockyard REST API. Authenticate with `Authorization: Bearer <app token or robot token>` or
-Basic credentials as on the registry; without credentials you act anonymously (public data only).
+The Dockyard REST API. Authenticate with `Authorization: Bearer <app, robot or OAuth2 token>`,
+Basic credentials as on the registry, or a browser session (`POST /session`: a cookie, plus the
+`X-CSRF-Token` header on changes); without credentials you act anonymously (public data only).
 A token's scopes cap what its account may do. Errors are `application/problem+json` with a stable
 `code`; lists are cursor-paged (`limit`, `cursor`, `next`). See docs/api.md.
 """
@@ -66,7 +82,23 @@ def _application() -> FastAPI:
     )
     problems.install(api)
     # Sub-resources (`…/-/tags`) first: the plain repository route would match their paths too.
-    for module in (tags, manifests, repositories, user, registry):
+    for module in (
+        tags,
+        manifests,
+        permissions,
+        # Before organizations and user: `/organizations/{org}/applications`, `/user/authorizations`.
+        oauth,
+        session,
+        repositories,
+        user,
+        registry,
+        organizations,
+        teams,
+        robots,
+        users,
+        search,
+        logs,
+    ):
         api.include_router(module.router)
     api.mount(_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
 
@@ -91,7 +123,25 @@ def _application() -> FastAPI:
                 description=api.description,
                 routes=api.routes,
                 servers=[{"url": PREFIX}],
-                tags=[{"name": name} for name in ("registry", "user", "repositories", "tags", "manifests")],
+                tags=[
+                    {"name": name}
+                    for name in (
+                        "registry",
+                        "user",
+                        "repositories",
+                        "tags",
+                        "manifests",
+                        "permissions",
+                        "organizations",
+                        "teams",
+                        "robots",
+                        "users",
+                        "search",
+                        "logs",
+                        "session",
+                        "oauth",
+                    )
+                ],
             )
             api.openapi_schema = _problem_media_types(document)
         return api.openapi_schema

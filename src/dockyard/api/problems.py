@@ -42,6 +42,8 @@ PROBLEMS: dict[type[e.DockyardError], tuple[int, str, str]] = {
     e.SizeInvalid: (400, "SIZE_INVALID", "Invalid size"),
     e.Unsupported: (405, "UNSUPPORTED", "Unsupported operation"),
     e.Unauthorized: (401, "UNAUTHORIZED", "Authentication required"),
+    e.FreshLoginRequired: (401, "FRESH_LOGIN_REQUIRED", "Fresh login required"),
+    e.CsrfFailed: (403, "CSRF_FAILED", "CSRF token missing or wrong"),
     # A registry bearer token lacking an action: on the API, a plain refusal.
     e.InsufficientScope: (403, "DENIED", "Access denied"),
     e.Denied: (403, "DENIED", "Access denied"),
@@ -53,6 +55,7 @@ PROBLEMS: dict[type[e.DockyardError], tuple[int, str, str]] = {
     e.InvalidRequest: (400, "INVALID_REQUEST", "Invalid request"),
     e.NotFound: (404, "NOT_FOUND", "Not found"),
     e.AlreadyExists: (409, "CONFLICT", "Already exists"),
+    e.Conflict: (409, "CONFLICT", "Conflict"),
 }
 
 #: Problems that do not come from a domain error.

@@ -32,7 +32,9 @@ class UserProfile(BaseModel):
     name: str
     email: str | None
     superuser: bool = Field(description="Whether the account is a superuser (its token may still lack super:user).")
-    authenticated_via: str = Field(description="password, app_token, robot_token or cli_password.")
+    authenticated_via: str = Field(
+        description="password, app_token, robot_token, cli_password, session, or oauth:CLIENT_ID (an OAuth2 token)."
+    )
     scopes: list[str] | None = Field(description="Scopes of the token used; null when the credential is unscoped.")
 
 

@@ -35,6 +35,7 @@ SCOPE_OF: dict[Action, Scope] = {
     Action.REPO_ADMIN: Scope.REPO_ADMIN,
     Action.REPO_CREATE: Scope.REPO_CREATE,
     Action.NAMESPACE_ADMIN: Scope.ORG_ADMIN,
+    Action.NAMESPACE_READ: Scope.ORG_ADMIN,
     Action.USER_READ: Scope.USER_READ,
     Action.USER_ADMIN: Scope.USER_ADMIN,
     Action.SUPERUSER: Scope.SUPER_USER,
@@ -71,7 +72,7 @@ class AccessPolicy:
         """Every action the principal's roles give it on `repository` (scopes not applied)."""
         if acts_as_superuser(principal):
             return _REPOSITORY_ACTIONS
-        facts = await self._facts(principal.account_id, repository, namespace_of(repository))
+        facts = await self._facts_for(principal, repository, namespace_of(repository))
         role = facts.granted
         if facts.owns_namespace or facts.org_team_role is TeamRole.ADMIN:
             role = Role.ADMIN
@@ -92,6 +93,13 @@ class AccessPolicy:
             held.add(Action.REPO_CREATE)
         return frozenset(held)
 
+    async def _facts_for(self, principal: Principal, repository: str, namespace: str) -> AccessFacts:
+        """The account's facts; an OAuth2 application acting as itself is its organization's admin."""
+        facts = await self._facts(principal.account_id, repository, namespace)
+        if principal.application_namespace is not None and principal.application_namespace == namespace:
+            return dataclasses.replace(facts, org_team_role=TeamRole.ADMIN)
+        return facts
+
     async def may(self, principal: Principal, action: Action, resource: Resource) -> bool:
         if action is Action.CATALOG:
             # The catalog is open to every caller; its listing is filtered by what each may read.
@@ -110,8 +118,16 @@ class AccessPolicy:
                 return False
             if acts_as_superuser(principal):
                 return True
-            facts = await self._facts(principal.account_id, "", resource.namespace)
+            facts = await self._facts_for(principal, "", resource.namespace)
             return facts.owns_namespace or facts.org_team_role is TeamRole.ADMIN
+        if action is Action.NAMESPACE_READ:
+            if principal.anonymous:
+                return False
+            if resource.namespace is None or acts_as_superuser(principal):
+                # Without a namespace: the caller's organizations (the listing is filtered).
+                return True
+            facts = await self._facts_for(principal, "", resource.namespace)
+            return facts.owns_namespace or facts.org_team_role is not None
         if resource.repository is None:
             return False
         return action in await self._repository_actions(principal, resource.repository)

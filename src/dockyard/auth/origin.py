@@ -63,10 +63,12 @@ def _parse(text: str) -> _Address | None:
 def actor_of(
     principal: Principal, ip: str | None, user_agent: str | None, *, via_app: str | None = None
 ) -> audit.Actor:
-    """The audit actor of an authenticated principal (anonymous included) at `ip`."""
+    """The audit actor of an authenticated principal (anonymous included) at `ip`. An OAuth2
+    application the principal acts through is recorded as `via_app` (its client id)."""
     agent = user_agent[:512] if user_agent else None
     if principal.anonymous:
         return audit.Actor(None, audit.ANONYMOUS, ip, agent)
+    via_app = via_app or principal.oauth_app
     if via_app is not None:
         kind = audit.OAUTH_APP
     elif principal.kind == "robot":

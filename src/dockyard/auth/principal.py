@@ -25,6 +25,9 @@ class Action(enum.StrEnum):
     """Create a repository (namespace owner, org team creator or admin)."""
     NAMESPACE_ADMIN = "namespace-admin"
     """Administer a user or organization namespace (its owner, an org team admin)."""
+    NAMESPACE_READ = "namespace-read"
+    """Read a namespace's organization data: teams and members (its owner, any member of a team
+    of the organization). Without a namespace: list the organizations the caller belongs to."""
     USER_READ = "user-read"
     """Read one's own user account."""
     USER_ADMIN = "user-admin"
@@ -44,8 +47,14 @@ class Principal:
     `grants` is set when the caller presented a registry bearer token: it may do exactly the
     (repository, action) pairs the token carries, nothing else.
 
-    `scopes` is set when the caller presented a scoped token (an app token; later OAuth2 access
-    tokens): it caps what the account's roles allow. None means no cap (a password, a robot token).
+    `scopes` is set when the caller presented a scoped token (an app token, an OAuth2 access
+    token): it caps what the account's roles allow. None means no cap (a password, a session, a
+    robot token).
+
+    `oauth_app` is the client id of the OAuth2 application acting, with `oauth_token_id` the
+    access token it presented: for the user who granted it, or — client credentials, with
+    `application_namespace` set and no account — for itself. Such an application holds an
+    organization admin's roles in its own organization and an anonymous caller's elsewhere.
     """
 
     account_id: int | None = None
@@ -57,10 +66,13 @@ class Principal:
     via: str = "anonymous"
     grants: frozenset[tuple[str, str]] | None = None
     scopes: frozenset[Scope] | None = None
+    oauth_app: str | None = None
+    oauth_token_id: int | None = None
+    application_namespace: str | None = None
 
     @property
     def anonymous(self) -> bool:
-        return self.account_id is None
+        return self.account_id is None and self.application_namespace is None
 
 
 ANONYMOUS = Principal()

@@ -17,6 +17,11 @@ _HASHER = PasswordHasher()
 ROBOT_TOKEN_PREFIX = "dyr_"  # noqa: S105 - a prefix, not a secret
 APP_TOKEN_PREFIX = "dya_"  # noqa: S105 - a prefix, not a secret
 CLI_PASSWORD_PREFIX = "dyc_"  # noqa: S105 - a prefix, not a secret
+SESSION_PREFIX = "dyw_"
+OAUTH_ACCESS_PREFIX = "dyo_"
+OAUTH_REFRESH_PREFIX = "dyf_"
+OAUTH_CODE_PREFIX = "dyg_"
+OAUTH_SECRET_PREFIX = "dys_"  # noqa: S105 - a prefix, not a secret
 
 
 async def hash_password(password: str) -> str:

@@ -112,6 +112,10 @@ class TokenService:
                 "typ": "refresh" if refresh else "access",
                 # A scoped principal stays scoped when its refresh token buys a new access token.
                 "sc": None if principal.scopes is None else scopes_text(principal.scopes),
+                # An OAuth2 application's token stays bound to it: revoking it ends this token too.
+                "oa": principal.oauth_app,
+                "ot": principal.oauth_token_id,
+                "an": principal.application_namespace,
             },
         }
         token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
@@ -171,6 +175,9 @@ class TokenService:
             via=str(extra.get("via") or "token"),
             grants=grants,
             scopes=parse_scopes([scopes]) if isinstance(scopes, str) else None,
+            oauth_app=extra.get("oa"),
+            oauth_token_id=extra.get("ot"),
+            application_namespace=extra.get("an"),
         )
         self._verified[cache_key] = (float(claims["exp"]), principal)
         while len(self._verified) > _VERIFIED_CACHE:

@@ -176,6 +176,33 @@ class RegistrySettings(_Strict):
     max_page_size: int = Field(10000, ge=1, description="Largest `n` honoured for tags and catalog.")
 
 
+class SessionSettings(_Strict):
+    """Browser sessions on the REST API (`POST /api/v1/session`)."""
+
+    idle_seconds: int = Field(7200, ge=1, description="A session unused for this long ends.")
+    absolute_seconds: int = Field(
+        86400, ge=1, description="A session ends this long after its login, however much it is used."
+    )
+    fresh_login_seconds: int = Field(
+        600,
+        ge=1,
+        description="Sensitive operations (password change, token creation, deleting an organization) need a "
+        "password entered within this long; older sessions re-enter it (`POST /api/v1/session/reauthenticate`).",
+    )
+
+
+class OAuthSettings(_Strict):
+    """OAuth2 applications of organizations (docs/api.md)."""
+
+    access_token_seconds: int = Field(3600, ge=1, description="Lifetime of OAuth2 access tokens.")
+    refresh_token_seconds: int = Field(
+        30 * 86400, ge=1, description="Lifetime of OAuth2 refresh tokens (each use replaces the token)."
+    )
+    code_seconds: int = Field(
+        60, ge=1, le=600, description="Lifetime of an authorization code (single use, at most ten minutes)."
+    )
+
+
 class AuthSettings(_Strict):
     superusers: list[str] = Field(default_factory=list, description="User names with full access.")
     allow_password_on_cli: bool = Field(
@@ -192,6 +219,8 @@ class AuthSettings(_Strict):
     )
     max_failed_logins: int = Field(10, ge=1, description="Failed logins allowed per user and per IP in the window.")
     failed_login_window_seconds: int = Field(300, ge=1, description="Window of the failed-login rate limit.")
+    sessions: SessionSettings = SessionSettings()
+    oauth: OAuthSettings = OAuthSettings()
 
 
 class JobSettings(_Strict):
@@ -247,7 +276,13 @@ class AuditSettings(_Strict):
         description="Pull entries a worker process holds before writing them; when full, further pulls are not "
         "recorded (counted in dockyard_audit_pulls_dropped_total) rather than delayed.",
     )
-    pull_batch: int = Field(500, ge=1, le=2000, description="Most pull entries written by one INSERT.")
+    pull_batch: int = Field(
+        2000,
+        ge=1,
+        le=2000,
+        description="Most pull entries written by one INSERT (in a transaction of its own): larger batches write "
+        "each index page once for more entries.",
+    )
     pull_flush_seconds: float = Field(1.0, gt=0, le=60, description="How often buffered pull entries are written.")
 
 

@@ -220,7 +220,7 @@ class AccountsStore:
             raise NotFound(f"no team {org}/{team}")
         return int(team_id)
 
-    async def create_org(self, name: str, owner: str, *, actor: Actor) -> None:
+    async def create_org(self, name: str, owner: str, *, email: str | None = None, actor: Actor) -> None:
         now = now_ms()
         async with self.db.write() as conn:
             owner_id = await conn.scalar(
@@ -230,11 +230,17 @@ class AccountsStore:
                 raise NotFound(f"no user {owner!r}")
             if await conn.scalar(select(namespaces.c.id).where(namespaces.c.name == name)) is not None:
                 raise AlreadyExists(f"namespace {name!r} exists already")
-            namespace_id = (
-                await conn.execute(
-                    insert(namespaces).values(name=name, kind="org", created_at=now).returning(namespaces.c.id)
-                )
-            ).scalar_one()
+            try:
+                namespace_id = (
+                    await conn.execute(
+                        insert(namespaces)
+                        .values(name=name, kind="org", email=email, created_at=now)
+                        .returning(namespaces.c.id)
+                    )
+                ).scalar_one()
+            except IntegrityError:
+                # Created by a concurrent request since the check above.
+                raise AlreadyExists(f"namespace {name!r} exists already") from None
             team_id = (
                 await conn.execute(
                     insert(teams)
@@ -243,32 +249,48 @@ class AccountsStore:
                 )
             ).scalar_one()
             await conn.execute(insert(team_members).values(team_id=team_id, account_id=owner_id))
-            await self.audit(conn, "organization.create", actor, namespace=name, metadata={"owner": owner})
+            metadata = {"owner": owner, **({"email": email} if email else {})}
+            await self.audit(conn, "organization.create", actor, namespace=name, metadata=metadata)
 
-    async def create_team(self, org: str, name: str, role: TeamRole, *, actor: Actor) -> None:
+    async def create_team(
+        self, org: str, name: str, role: TeamRole, *, description: str | None = None, actor: Actor
+    ) -> None:
         async with self.db.write() as conn:
             namespace_id, kind = await self._namespace(conn, org)
             if kind != "org":
                 raise InvalidRequest(f"{org!r} is not an organization")
             try:
                 await conn.execute(
-                    insert(teams).values(namespace_id=namespace_id, name=name, role=role.value, created_at=now_ms())
+                    insert(teams).values(
+                        namespace_id=namespace_id,
+                        name=name,
+                        role=role.value,
+                        description=description,
+                        created_at=now_ms(),
+                    )
                 )
             except IntegrityError:
                 raise AlreadyExists(f"team {org}/{name} exists already") from None
-            await self.audit(conn, "team.create", actor, namespace=org, metadata={"team": name, "role": role.value})
+            metadata = {"team": name, "role": role.value, **({"description": description} if description else {})}
+            await self.audit(conn, "team.create", actor, namespace=org, metadata=metadata)
 
     async def add_team_member(self, org: str, team: str, member: str, *, actor: Actor) -> None:
+        """Add `member` (a user, or a robot of the organization) to the team; nothing when it is in."""
         async with self.db.write() as conn:
             team_id = await self._team_id(conn, org, team)
             account_id = await self._account_id(conn, member)
+            _same_namespace(member, org)
             exists = await conn.scalar(
                 select(team_members.c.team_id).where(
                     team_members.c.team_id == team_id, team_members.c.account_id == account_id
                 )
             )
             if exists is None:
-                await conn.execute(insert(team_members).values(team_id=team_id, account_id=account_id))
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(insert(team_members).values(team_id=team_id, account_id=account_id))
+                except IntegrityError:
+                    return  # a concurrent request added it
                 await self.audit(
                     conn, "team.member.add", actor, namespace=org, metadata={"team": team, "member": member}
                 )
@@ -372,12 +394,21 @@ class AccountsStore:
                 metadata={"old": old, "new": visibility},
             )
 
-    async def _subject(self, conn: AsyncConnection, subject: str) -> tuple[int | None, int | None]:
-        """(account_id, team_id) of `user`, `ns+robot` or `org/team`."""
+    async def _subject(
+        self, conn: AsyncConnection, subject: str, namespace: str | None = None
+    ) -> tuple[int | None, int | None]:
+        """(account_id, team_id) of `user`, `ns+robot` or `org/team`; with `namespace`, a robot
+        or team must be of that namespace (InvalidRequest otherwise)."""
         if "/" in subject:
             org, _, team = subject.partition("/")
-            return None, await self._team_id(conn, org, team)
-        return await self._account_id(conn, subject), None
+            team_id = await self._team_id(conn, org, team)
+            if namespace is not None:
+                _same_namespace(subject, namespace)
+            return None, team_id
+        account_id = await self._account_id(conn, subject)
+        if namespace is not None:
+            _same_namespace(subject, namespace)
+        return account_id, None
 
     @staticmethod
     async def _held_role(
@@ -396,7 +427,7 @@ class AccountsStore:
             repo_id = await conn.scalar(select(repositories.c.id).where(repositories.c.name == repository))
             if repo_id is None:
                 raise NotFound(f"no repository {repository}")
-            account_id, team_id = await self._subject(conn, subject)
+            account_id, team_id = await self._subject(conn, subject, repository.split("/", 1)[0])
             old = await self._held_role(conn, int(repo_id), account_id, team_id)
             await _set_permission(conn, int(repo_id), account_id, team_id, role)
             await self.audit(
@@ -434,37 +465,45 @@ class AccountsStore:
 
     async def add_default_permission(
         self, org: str, subject: str, role: Role, creator: str | None, *, actor: Actor
-    ) -> None:
+    ) -> int:
+        """Give `subject` `role` on every new repository `creator` (None: anyone) creates in `org`,
+        replacing the rule for the same subject and creator; return the rule's id."""
         async with self.db.write() as conn:
             namespace_id, kind = await self._namespace(conn, org)
             if kind != "org":
                 raise InvalidRequest(f"{org!r} is not an organization")
-            account_id, team_id = await self._subject(conn, subject)
+            account_id, team_id = await self._subject(conn, subject, org)
             creator_id = None if creator is None else await self._account_id(conn, creator)
-            await conn.execute(
-                delete(default_permissions).where(
-                    default_permissions.c.namespace_id == namespace_id,
-                    _same_nullable(default_permissions.c.creator_account_id, creator_id),
-                    _subject_clause(default_permissions, account_id, team_id),
-                )
+            same_rule = and_(
+                default_permissions.c.namespace_id == namespace_id,
+                _same_nullable(default_permissions.c.creator_account_id, creator_id),
+                _subject_clause(default_permissions, account_id, team_id),
             )
-            await conn.execute(
-                insert(default_permissions).values(
-                    namespace_id=namespace_id,
-                    creator_account_id=creator_id,
-                    account_id=account_id,
-                    team_id=team_id,
-                    role=role.label,
-                    created_at=now_ms(),
+            old = await conn.scalar(select(default_permissions.c.role).where(same_rule))
+            await conn.execute(delete(default_permissions).where(same_rule))
+            rule_id = (
+                await conn.execute(
+                    insert(default_permissions)
+                    .values(
+                        namespace_id=namespace_id,
+                        creator_account_id=creator_id,
+                        account_id=account_id,
+                        team_id=team_id,
+                        role=role.label,
+                        created_at=now_ms(),
+                    )
+                    .returning(default_permissions.c.id)
                 )
-            )
+            ).scalar_one()
             await self.audit(
                 conn,
                 "default_permission.add",
                 actor,
                 namespace=org,
-                metadata={"subject": subject, "role": role.label, "creator": creator},
+                # `old`: the role of the rule this one replaced.
+                metadata={"subject": subject, "role": role.label, "creator": creator, **({"old": old} if old else {})},
             )
+            return int(rule_id)
 
     async def access_facts(self, account_id: int | None, repository: str, namespace: str) -> AccessFacts:
         async with self.db.read() as conn:
@@ -705,6 +744,15 @@ def _app_token(row: Any) -> AppToken:
         revoked_at=row.revoked_at,
         scopes=row.scopes,
     )
+
+
+def _same_namespace(subject: str, namespace: str) -> None:
+    """InvalidRequest unless robot `NS+NAME` or team `ORG/TEAM` is of `namespace` (users are of none)."""
+    for separator in ("/", "+"):
+        home, found, _ = subject.partition(separator)
+        if found and home != namespace:
+            kind = "team" if separator == "/" else "robot"
+            raise InvalidRequest(f"{kind} {subject} is not of {namespace}: only its own namespace may use it")
 
 
 def _same_nullable(column: Any, value: int | None) -> Any:

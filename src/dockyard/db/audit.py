@@ -2,20 +2,25 @@
 
 `AuditWriter` writes in the caller's transaction, so an event is logged exactly when the change
 it describes commits (a disabled writer, `audit.enabled: false`, writes nothing). Pulls are the
-exception: they are buffered by the service and written many at a time (`AuditStore.insert_many`).
+exception: they are buffered by the service and written many at a time (`AuditStore.insert_values`:
+a few multi-row INSERTs in a transaction of their own; on SQLite through a connection and a thread
+of its own, off the event loop and around SQLAlchemy, since pulls are the log's one hot path).
 `AuditStore` reads entries back (newest first for queries, oldest first for exports and
 archives), counts them per day and kind, and keeps the table of days moved to archives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,60 +29,79 @@ from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
 from dockyard.db.jobs_store import enqueue
 from dockyard.db.tables import audit_archives, audit_log, jobs
-from dockyard.domain.audit import DAY_MS, Actor, AuditEntry, AuditFilter
+from dockyard.domain.audit import DAY_MS, Actor, AuditEntry, AuditFilter, kind_matches
 
-__all__ = ["ArchiveRecord", "AuditEntry", "AuditRow", "AuditStore", "AuditWriter", "PendingEntry", "record", "row_of"]
+__all__ = [
+    "COLUMNS",
+    "ActorColumns",
+    "ArchiveRecord",
+    "AuditEntry",
+    "AuditStore",
+    "AuditWriter",
+    "PendingEntry",
+    "actor_columns",
+    "record",
+]
 
 
-_COLUMNS = (
+#: The columns a batch of entries is written with, in this order: first those that depend on who
+#: acted and from where, then on what, then when (a pull's row is three cached pieces and a time).
+COLUMNS = (
     "kind",
     "performer",
     "performer_kind",
     "performer_id",
     "via_app",
-    "namespace",
-    "repository",
     "ip",
     "user_agent",
-    "created_at",
+    "namespace",
+    "repository",
     "metadata",
+    "created_at",
 )
 
 
-@functools.lru_cache(maxsize=64)
+#: The row counts a batch's INSERTs have: a batch of any size is a few statements of these sizes,
+#: each compiled once and reused (SQLite compiles a new 1 000-row INSERT in about the time it takes
+#: to run it, so one statement per batch size would double the cost of a batch).
+_STATEMENT_ROWS = (512, 128, 32, 8, 1)
+
+
+def _statement_rows(rows: int) -> list[int]:
+    """`rows` as a sum of `_STATEMENT_ROWS`, largest first."""
+    sizes = []
+    for size in _STATEMENT_ROWS:
+        count, rows = divmod(rows, size)
+        sizes += [size] * count
+    return sizes
+
+
+@functools.lru_cache(maxsize=16)
 def _multi_row_insert(rows: int, placeholder: str) -> str:
     """`INSERT INTO audit_log (…) VALUES (…), (…), …` for `rows` rows, in the driver's own SQL.
 
     Built by hand: SQLAlchemy takes ~75 ms to compile a 500-row VALUES list (on the event loop
     the pulls are served from); this is a string join, cached per row count.
     """
-    row = "(" + ", ".join([placeholder] * len(_COLUMNS)) + ")"
+    row = "(" + ", ".join([placeholder] * len(COLUMNS)) + ")"
     # Only constants and placeholders go into the text; every value is a bound parameter.
-    return f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * rows)  # noqa: S608
+    return f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES " + ", ".join([row] * rows)  # noqa: S608
 
 
-#: One entry's column values, in `_COLUMNS` order (what a buffer holds until its batch is written).
-AuditRow = tuple[
-    str, str | None, str | None, int | None, str | None, str | None, str | None, str | None, str | None, int, str
-]
+#: The values of the first columns, `kind` to `user_agent`: what an actor and an entry's kind give.
+ActorColumns = tuple[str, str | None, str | None, int | None, str | None, str | None, str | None]
 
 
-def row_of(
-    kind: str, actor: Actor, namespace: str | None, repository: str | None, metadata_json: str, created_at: int
-) -> AuditRow:
-    """The row of an entry whose metadata is serialised already (the pull path: no dict, no dumps)."""
+def actor_columns(kind: str, actor: Actor) -> ActorColumns:
+    """`kind` and who acted, from where: the first seven of `COLUMNS`, cut to the columns' sizes."""
     return (
         kind,
         actor.performer[:300] if actor.performer else actor.performer,
         actor.performer_kind,
         actor.performer_id,
         actor.via_app,
-        namespace,
-        repository,
         actor.ip[:64] if actor.ip else actor.ip,
         actor.user_agent[:512] if actor.user_agent else actor.user_agent,
-        created_at,
-        metadata_json,
     )
 
 
@@ -227,6 +251,10 @@ def _filtered(query: Select[Any], wanted: AuditFilter) -> Select[Any]:
             query = query.where(c.kind.startswith(wanted.kind[:-1], autoescape=True))
         else:
             query = query.where(or_(c.kind == wanted.kind, c.kind.startswith(wanted.kind + ".", autoescape=True)))
+        if not kind_matches(wanted.kind, "pull"):
+            # Changes nothing but lets the kind index, which leaves pulls out, serve the query: the
+            # term must be the index's own, word for word (a literal, not a parameter).
+            query = query.where(c.kind != literal_column("'pull'"))
     if wanted.since is not None:
         query = query.where(c.created_at >= wanted.since)
     if wanted.until is not None:
@@ -234,9 +262,62 @@ def _filtered(query: Select[Any], wanted: AuditFilter) -> Select[Any]:
     return query
 
 
+class _SqliteAppender:
+    """Appends batches of rows to the audit log of a SQLite file through a connection of its own,
+    used only on a thread of its own: the event loop never waits on the database's write lock
+    (pulls go on being answered), and each batch costs one hop to the thread and a bare
+    BEGIN / INSERT / COMMIT (through SQLAlchemy's async adapter it is five hops and a few
+    milliseconds of the event loop's time for the same INSERT)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-appender")
+
+    def _append(self, values: list[Any], rows: int) -> None:
+        conn = self._conn
+        if conn is None:
+            # The busy timeout and the synchronous level of the serving engine (db/engine.py);
+            # the file is in WAL mode already.
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            start = 0
+            for size in _statement_rows(rows):
+                end = start + size * len(COLUMNS)
+                conn.execute(_multi_row_insert(size, "?"), values[start:end])
+                start = end
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def write(self, values: list[Any], rows: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._append, values, rows)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=False)
+
+
+def _sqlite_file(db: Database) -> str | None:
+    """The file of a SQLite database (None for another database, or one in memory)."""
+    path = db.engine.url.database if db.dialect == "sqlite" else None
+    return path if path and path != ":memory:" and not path.startswith("file:") else None
+
+
 class AuditStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._sqlite_path = _sqlite_file(db)
+        self._appender: _SqliteAppender | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -290,21 +371,36 @@ class AuditStore:
     # -- writing -------------------------------------------------------------------------------
 
     async def insert_many(self, pending: Sequence[PendingEntry]) -> None:
-        """Write entries with one multi-row INSERT in its own transaction."""
-        rows = []
+        """Write entries in a transaction of their own."""
+        values: list[Any] = []
         for p in pending:
-            values = _values(p.kind, p.actor, p.namespace, p.repository, p.metadata, p.created_at)
-            rows.append(tuple(values[column] for column in _COLUMNS))
-        await self.insert_rows(rows)
+            row = _values(p.kind, p.actor, p.namespace, p.repository, p.metadata, p.created_at)
+            values.extend(row[column] for column in COLUMNS)
+        await self.insert_values(values, len(pending))
 
-    async def insert_rows(self, rows: Sequence[AuditRow]) -> None:
-        """Write buffered rows with one multi-row INSERT in its own transaction."""
+    async def insert_values(self, values: list[Any], rows: int) -> None:
+        """Write `rows` rows given as one flat list of values (`COLUMNS`, row after row) with a
+        few multi-row INSERTs in a transaction of their own."""
         if not rows:
             return
-        params = tuple(value for row in rows for value in row)
+        if self._appender is None and self._sqlite_path is not None:
+            self._appender = _SqliteAppender(self._sqlite_path)
+        if self._appender is not None:
+            await self._appender.write(values, rows)
+            return
         placeholder = "?" if self.db.engine.dialect.paramstyle == "qmark" else "%s"
         async with self.db.write() as conn:
-            await conn.exec_driver_sql(_multi_row_insert(len(rows), placeholder), params)
+            start = 0
+            for size in _statement_rows(rows):
+                end = start + size * len(COLUMNS)
+                await conn.exec_driver_sql(_multi_row_insert(size, placeholder), tuple(values[start:end]))
+                start = end
+
+    async def close(self) -> None:
+        """Close the SQLite appender's connection and thread, if `insert_values` opened them."""
+        if self._appender is not None:
+            appender, self._appender = self._appender, None
+            await appender.close()
 
     # -- archives ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ shows that no placement names the object again (an upload of the same digest may
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -206,6 +206,14 @@ def _original_name(marked: str) -> str:
     return marked.split(_DELETED, 2)[-1]
 
 
+def _by_repository(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(repository, item) pairs grouped by repository (its name before any deletion mark)."""
+    grouped: dict[str, list[str]] = {}
+    for repository, item in items:
+        grouped.setdefault(_original_name(repository), []).append(item)
+    return dict(sorted(grouped.items()))
+
+
 class GcStore:
     def __init__(self, db: Database, *, batch: int = 500, audit: AuditWriter | None = None) -> None:
         self.db = db
@@ -238,6 +246,14 @@ class GcStore:
                 raise _Rollback  # noqa: TRY301 - leaving the block this way discards the transaction
         except _Rollback:
             pass
+
+    async def _record_removal(
+        self, conn: AsyncConnection, kind: str, repository: str | None, metadata: dict[str, Any]
+    ) -> None:
+        """Record what garbage collection removed, and by which rule, in the removal's transaction."""
+        name = None if repository is None else _original_name(repository)
+        namespace = None if name is None else name.split("/", 1)[0]
+        await self.audit(conn, kind, GC_ACTOR, namespace=namespace, repository=name, metadata=metadata)
 
     async def _bump(self, conn: AsyncConnection, values: dict[str, int]) -> None:
         for name, value in values.items():
@@ -273,7 +289,7 @@ class GcStore:
             and_(tags.c.end_at.is_(None), tags.c.expires_at < now, tags.c.expires_at + window_ms < now),
         )
         query = (
-            select(tags.c.id, repositories.c.name.label("repository"), tags.c.name)
+            select(tags.c.id, repositories.c.name.label("repository"), tags.c.name, window_ms.label("window_ms"))
             .join(repositories, repositories.c.id == tags.c.repository_id)
             .join(namespaces, namespaces.c.id == repositories.c.namespace_id)
             .where(condition)
@@ -286,6 +302,19 @@ class GcStore:
                 # The rows cannot come back (an ended row never restarts; a restore adds a row).
                 await conn.execute(delete(tags).where(tags.c.id.in_([row.id for row in rows])))
                 await self._bump(conn, {"tags": len(rows)})
+                windows = {row.repository: int(row.window_ms) // 1000 for row in rows}
+                for repository, names in _by_repository((row.repository, row.name) for row in rows).items():
+                    await self._record_removal(
+                        conn,
+                        "gc.tags",
+                        repository,
+                        {
+                            "rule": "time-machine",
+                            "window_seconds": windows[repository],
+                            "tags": sorted(set(names)),
+                            "rows": len(names),
+                        },
+                    )
         return [(row.repository, row.name) for row in rows]
 
     async def _lock(self, conn: AsyncConnection, query: Any) -> list[Any]:
@@ -342,6 +371,11 @@ class GcStore:
                 ).all()
                 gone.update(removed)
                 await self._bump(conn, {"manifests": len(removed)})
+                deleted = set(removed)
+                found = _by_repository((row.repository, row.digest) for row in chunk if row.id in deleted)
+                for repository, digests in found.items():
+                    metadata = {"rule": "unreachable", "cutoff": cutoff, "digests": sorted(digests)}
+                    await self._record_removal(conn, "gc.manifests", repository, metadata)
         return [(row.repository, row.digest) for row in rows if row.id in gone], upper
 
     async def collect_links(
@@ -459,11 +493,11 @@ class GcStore:
             ).all()
         removed: list[tuple[str, int]] = []
         for chunk in self._chunks(rows):
-            removed.extend(await self._delete_blobs(chunk, condition, now, dry))
+            removed.extend(await self._delete_blobs(chunk, condition, now, cutoff, dry))
         return removed, upper
 
     async def _delete_blobs(
-        self, rows: list[Any], condition: Any, now: int, dry: AsyncConnection | None
+        self, rows: list[Any], condition: Any, now: int, cutoff: int, dry: AsyncConnection | None
     ) -> list[tuple[str, int]]:
         async with self._session(dry) as conn:
             candidates = select(blobs.c.id).where(blobs.c.id.in_([r.id for r in rows]), condition)
@@ -494,6 +528,18 @@ class GcStore:
                 await conn.execute(insert(storage_deletions), records)
             removed = [(by_id[i].digest, int(by_id[i].size)) for i in sorted(gone)]
             await self._bump(conn, {"blobs": len(removed), "blob_bytes": sum(size for _, size in removed)})
+            if removed:
+                await self.audit(
+                    conn,
+                    "gc.blobs",
+                    GC_ACTOR,
+                    metadata={
+                        "rule": "unreferenced",
+                        "cutoff": cutoff,
+                        "digests": sorted(digest for digest, _ in removed),
+                        "bytes": sum(size for _, size in removed),
+                    },
+                )
         return removed
 
     # -- storage deletions ---------------------------------------------------------------------
@@ -547,11 +593,18 @@ class GcStore:
     async def drop_upload(self, upload: StaleUpload) -> bool:
         """Remove a session that is still idle since it was found; False when it moved meanwhile."""
         async with self.db.write() as conn:
+            repository = await conn.scalar(
+                select(repositories.c.name)
+                .join(uploads, uploads.c.repository_id == repositories.c.id)
+                .where(uploads.c.id == upload.id)
+            )
             result = await conn.execute(
                 delete(uploads).where(uploads.c.id == upload.id, uploads.c.updated_at == upload.updated_at)
             )
             if result.rowcount:
                 await self._bump(conn, {"uploads": 1})
+                metadata = {"rule": "idle", "upload": upload.id, "idle_since": upload.updated_at}
+                await self._record_removal(conn, "gc.upload", repository, metadata)
             return bool(result.rowcount)
 
     async def known_upload_ids(self, ids: list[str]) -> set[str]:
@@ -759,5 +812,5 @@ class GcStore:
                 .values(name="last_pass_at", value=now)
                 .on_conflict_do_update(index_elements=["name"], set_={"value": now})
             )
-            if counts.blobs or counts.manifests or counts.tags:
+            if any(counts.as_dict().values()):
                 await self.audit(conn, "gc.pass", GC_ACTOR, metadata=counts.as_dict(), now=now)

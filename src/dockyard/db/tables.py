@@ -23,6 +23,17 @@ namespace_usage      the namespace's bytes in use, spread over a few shard rows 
 prune_policies       per-namespace or per-repository tag retention rules
 audit_log            who did what, when, from where (docs/audit.md)
 audit_archives       UTC days of the audit log moved to storage: one gzip JSON Lines object each
+sessions             browser sessions of the REST API: the SHA-256 of the cookie's id, the account
+                     and its credential epoch at login, login, last use and last password entry
+oauth_applications   OAuth2 applications of organizations: client id, hashed secret, redirect URIs,
+                     the scopes they may ask for
+oauth_authorizations a user's consent to an application (the scopes granted); revoking it ends the
+                     application's tokens for that user
+oauth_codes          authorization codes (hashed): single use, short-lived, bound to application,
+                     user, redirect URI and PKCE challenge
+oauth_tokens         access and refresh tokens (hashed) issued to applications, for a user or (client
+                     credentials) for the application itself
+stars                repositories a user starred
 """
 
 from __future__ import annotations
@@ -69,6 +80,8 @@ namespaces = Table(
     Column("quota_warn_percent", Integer, nullable=True),
     Column("quota_reject_percent", Integer, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # An organization's contact address.
+    Column("email", String(320), nullable=True),
 )
 
 repositories = Table(
@@ -214,6 +227,7 @@ teams = Table(
     Column("name", String(255), nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("description", Text, nullable=True),
     UniqueConstraint("namespace_id", "name"),
 )
 
@@ -400,9 +414,19 @@ audit_log = Table(
     Column("metadata", Text, nullable=False, server_default="{}"),
     Index(None, "namespace", "created_at"),
     Index(None, "repository", "created_at"),
-    Index(None, "kind", "created_at"),
-    Index(None, "performer", "created_at"),
-    Index(None, "created_at"),
+    # Pulls, most of the log, are left out of the kind index (a query for other kinds says
+    # `kind <> 'pull'`, db/audit.py, so that it applies) and anonymous entries out of the
+    # performer index: each index a pull skips is work its INSERT does not do.
+    Index(None, "kind", "created_at", sqlite_where=text("kind <> 'pull'"), postgresql_where=text("kind <> 'pull'")),
+    Index(
+        None,
+        "performer",
+        "created_at",
+        sqlite_where=text("performer IS NOT NULL"),
+        postgresql_where=text("performer IS NOT NULL"),
+    ),
+    # Pages in (created_at, id) order straight from the index; kind read from it (counts, kind filters).
+    Index(None, "created_at", "id", "kind"),
 )
 
 audit_archives = Table(
@@ -417,4 +441,100 @@ audit_archives = Table(
     Column("sha256", String(64), nullable=False),
     Column("counts", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+stars = Table(
+    "stars",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "repository_id"),
+)
+
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    # The account's credential epoch at login: a password change or a disable ends the session.
+    Column("epoch", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=False, index=True),
+    # When the password was last entered (login or re-authentication): "fresh login" checks.
+    Column("authenticated_at", BigInteger, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+)
+
+oauth_applications = Table(
+    "oauth_applications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("namespace_id", Integer, ForeignKey("namespaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    # JSON list of the exact redirect URIs the application may use.
+    Column("redirect_uris", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    # Space-separated scope names the application may ask for.
+    Column("scopes", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("secret_reset_at", BigInteger, nullable=True),
+    UniqueConstraint("namespace_id", "name"),
+)
+
+oauth_authorizations = Table(
+    "oauth_authorizations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("application_id", Integer, ForeignKey("oauth_applications.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("scopes", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("application_id", "account_id"),
+)
+
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("application_id", Integer, ForeignKey("oauth_applications.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scopes", String(255), nullable=False),
+    # PKCE: BASE64URL(SHA-256(code_verifier)); only S256 is accepted.
+    Column("code_challenge", String(128), nullable=False),
+    # The tokens this code is exchanged for carry it (oauth_tokens.grant_id).
+    Column("grant_id", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("used_at", BigInteger, nullable=True),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # "access" or "refresh".
+    Column("kind", String(8), nullable=False),
+    Column(
+        "application_id", Integer, ForeignKey("oauth_applications.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    # The user the application acts for; NULL: the application itself (client credentials).
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True, index=True),
+    # Every token descended from one authorization code (refreshes included) shares it: a replayed
+    # code or a revoked refresh token ends them all.
+    Column("grant_id", String(32), nullable=True, index=True),
+    Column("scopes", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
 )

@@ -113,10 +113,16 @@ def validate_team_name(name: str) -> str:
     return name
 
 
+#: Longest account name (users, and robots `NS+NAME`).
+MAX_ACCOUNT_NAME = 300
+
+
 def robot_full_name(namespace: str, short: str) -> str:
     validate_namespace_name(namespace)
     if not _ROBOT.match(short):
         raise InvalidRequest(f"invalid robot name {short!r} (lower-case letters, digits and _)")
+    if len(namespace) + 1 + len(short) > MAX_ACCOUNT_NAME:
+        raise InvalidRequest(f"a robot's full name NAMESPACE+NAME has at most {MAX_ACCOUNT_NAME} characters")
     return f"{namespace}+{short}"
 
 

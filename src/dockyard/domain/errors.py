@@ -88,8 +88,16 @@ class InsufficientScope(Unauthorized):
     """A bearer token does not carry the action; the client should ask for a new token."""
 
 
+class FreshLoginRequired(Unauthorized):
+    """A browser session asks for a sensitive operation, and its password was entered too long ago."""
+
+
 class Denied(DockyardError):
     """The principal is known but may not perform the action."""
+
+
+class CsrfFailed(Denied):
+    """A change authenticated by a session cookie lacks the session's CSRF token."""
 
 
 class ScopeDenied(Denied):
@@ -106,6 +114,11 @@ class StorageUnavailable(DockyardError):
 
 class AlreadyExists(DockyardError):
     """An account, team, robot, repository or token of that name exists already."""
+
+
+class Conflict(DockyardError):
+    """The change contradicts the current state (removing an organization's last owner, changing
+    its owners team)."""
 
 
 class NotFound(DockyardError):

@@ -125,7 +125,7 @@ class Metrics:
             registry=self.registry,
         )
         self.audit_pull_flushes = Counter(
-            "dockyard_audit_pull_flushes", "Multi-row INSERTs writing buffered pulls", registry=self.registry
+            "dockyard_audit_pull_flushes", "Transactions writing buffered pulls", registry=self.registry
         )
 
     def render(self) -> bytes:

@@ -12,7 +12,8 @@ from dockyard.services.context import Services
 
 def client_ip(request: Request, services: Services) -> str:
     """The client's address: the peer's, or X-Forwarded-For's when the peer is a trusted proxy."""
-    peer = request.client.host if request.client else None
+    client = request.scope.get("client")  # request.client builds a named tuple on every access
+    peer: str | None = client[0] if client else None
     if not services.proxies.networks:
         return peer or "unknown"
     ip: str | None = getattr(request.state, "client_ip", None)

@@ -40,6 +40,7 @@ OCI_ERRORS: dict[type[e.DockyardError], tuple[int, str]] = {
     e.InvalidRequest: (400, "INVALID_REQUEST"),
     e.NotFound: (404, "NOT_FOUND"),
     e.AlreadyExists: (409, "CONFLICT"),
+    e.Conflict: (409, "CONFLICT"),
 }
 
 

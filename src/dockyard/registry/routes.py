@@ -27,7 +27,7 @@ from dockyard.domain.errors import (
 )
 from dockyard.domain.names import validate_repository_name
 from dockyard.oci import mediatypes as mt
-from dockyard.registry.context import allow, may, principal_of, realm, request_actor, service_name
+from dockyard.registry.context import allow, client_ip, may, principal_of, realm, request_actor, service_name
 from dockyard.registry.errors import API_VERSION_HEADER, error_response
 from dockyard.registry.responses import BlobResponse
 from dockyard.services.context import Services
@@ -335,12 +335,14 @@ def _accept(request: Request) -> list[str]:
 
 
 async def _manifest_get(request: Request, services: Services, name: str, reference: str) -> Response:
-    await allow(request, services, Action.PULL, name)
+    principal = await allow(request, services, Action.PULL, name)
     record = await services.manifests.get(name, reference, _accept(request))
-    if request.method == "GET":
-        # A pull: buffered, written in the background (never waited on).
+    pulls = services.pulls
+    if request.method == "GET" and pulls.enabled:
+        # A pull: buffered as given, turned into a row and written in the background (never waited on).
         tag = None if reference == record.digest else reference
-        services.pulls.record(request_actor(request, services), name, digest=record.digest, tag=tag)
+        user_agent = request.headers.get("user-agent")
+        pulls.record(principal, client_ip(request, services), user_agent, name, record.digest, tag)
     headers = {
         **_BASE_HEADERS,
         "Docker-Content-Digest": record.digest,

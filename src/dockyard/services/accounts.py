@@ -22,6 +22,7 @@ from dockyard.domain.access import (
 )
 from dockyard.domain.audit import Actor, system_actor
 from dockyard.domain.errors import InvalidRequest, NotFound
+from dockyard.domain.identity import MAX_TEAM_DESCRIPTION, validate_email
 from dockyard.domain.names import namespace_of, validate_repository_name
 from dockyard.services.durations import parse_duration
 
@@ -73,11 +74,19 @@ class AccountService:
 
     # -- organizations, teams, robots ----------------------------------------------------------
 
-    async def create_org(self, name: str, owner: str, *, actor: Actor) -> None:
-        await self.store.create_org(validate_namespace_name(name), owner, actor=actor)
+    async def create_org(self, name: str, owner: str, *, email: str | None = None, actor: Actor) -> None:
+        await self.store.create_org(
+            validate_namespace_name(name), owner, email=None if email is None else validate_email(email), actor=actor
+        )
 
-    async def create_team(self, org: str, name: str, role: str, *, actor: Actor) -> None:
-        await self.store.create_team(org, validate_team_name(name), TeamRole.parse(role), actor=actor)
+    async def create_team(
+        self, org: str, name: str, role: str, *, description: str | None = None, actor: Actor
+    ) -> None:
+        if description is not None and len(description) > MAX_TEAM_DESCRIPTION:
+            raise InvalidRequest(f"a team description has at most {MAX_TEAM_DESCRIPTION} characters")
+        await self.store.create_team(
+            org, validate_team_name(name), TeamRole.parse(role), description=description or None, actor=actor
+        )
 
     async def add_team_member(self, org: str, team: str, member: str, *, actor: Actor) -> None:
         await self.store.add_team_member(org, team, member, actor=actor)
@@ -122,6 +131,7 @@ class AccountService:
         await self.store.set_visibility(validate_repository_name(name), public, actor=actor)
 
     async def grant(self, repository: str, subject: str, role: str, *, actor: Actor) -> None:
+        """Give `subject` (a user, a robot or team of the repository's namespace) `role` on it."""
         await self.store.grant(validate_repository_name(repository), subject, Role.parse(role), actor=actor)
 
     async def revoke(self, repository: str, subject: str, *, actor: Actor) -> None:
@@ -129,8 +139,9 @@ class AccountService:
 
     async def add_default_permission(
         self, org: str, subject: str, role: str, creator: str | None, *, actor: Actor
-    ) -> None:
-        await self.store.add_default_permission(org, subject, Role.parse(role), creator, actor=actor)
+    ) -> int:
+        """Add (or replace) a default permission rule of `org`; return its id."""
+        return await self.store.add_default_permission(org, subject, Role.parse(role), creator, actor=actor)
 
     # -- app tokens and keys -------------------------------------------------------------------
 

@@ -113,6 +113,15 @@ class AuditService:
             return AuditPage(entries, encode_cursor(entries[-1]))
         return AuditPage(entries, None)
 
+    async def newest_first(
+        self, wanted: AuditFilter, *, before: tuple[int, int] | None, limit: int
+    ) -> list[AuditEntry]:
+        """Up to `limit` entries still in the database matching `wanted`, newest first, older than
+        `before` (created_at, id): `query` for callers that keep their own cursors (the REST API)."""
+        if not 1 <= limit <= MAX_PAGE + 1:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+        return await self.store.newest_first(wanted, before, limit)
+
     async def counts(self, wanted: AuditFilter) -> list[KindCount]:
         """Entries per UTC day and kind (archived days included), oldest day first.
 

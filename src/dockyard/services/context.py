@@ -15,13 +15,18 @@ from dockyard.services.blobs import BlobService
 from dockyard.services.gc import GcService
 from dockyard.services.health import HealthService
 from dockyard.services.manifests import ManifestService
+from dockyard.services.oauth import OAuthService
+from dockyard.services.organizations import OrganizationService
 from dockyard.services.prune import PruneService
 from dockyard.services.pull_log import PullLog
 from dockyard.services.quota import QuotaService
 from dockyard.services.replication import ReplicationService
 from dockyard.services.repositories import RepositoryService
+from dockyard.services.search import SearchService
+from dockyard.services.sessions import SessionService
 from dockyard.services.tags import TagService
 from dockyard.services.uploads import UploadService
+from dockyard.services.users import UserService
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +44,19 @@ class Services:
     health: HealthService
     replication: ReplicationService
     tags: TagService
+    users: UserService
+    search: SearchService
     quota: QuotaService
     prune: PruneService
     jobs: JobRunner
     gc: GcService
     repositories: RepositoryService
+    organizations: OrganizationService
     audit: AuditService
     pulls: PullLog
     proxies: TrustedProxies
+    sessions: SessionService
+    oauth: OAuthService
 
     async def close(self) -> None:
         await self.registry_store.close()

@@ -20,7 +20,8 @@ SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.REPO_ADMIN: "Change settings, rules and permissions of repositories the account administers; "
     "delete them (includes repo:write).",
     Scope.REPO_CREATE: "Create repositories in namespaces where the account may.",
-    Scope.ORG_ADMIN: "Administer organizations (and the user's own namespace) the account administers.",
+    Scope.ORG_ADMIN: "Administer organizations (and the user's own namespace) the account administers; "
+    "read the organizations it belongs to.",
     Scope.USER_READ: "Read the account's own profile.",
     Scope.USER_ADMIN: "Change the account's own settings and tokens (includes user:read).",
     Scope.SUPER_USER: "Use the account's superuser rights (superusers only).",
@@ -50,7 +51,7 @@ async def get_registry(caller: CallerDep) -> RegistryInfo:
         api_version="v1",
         distribution_spec="v1.1",
         features=features,
-        auth_methods=["bearer-app-token", "bearer-robot-token", "basic"],
+        auth_methods=["bearer-app-token", "bearer-robot-token", "bearer-oauth-token", "basic", "session"],
         scopes=[ScopeInfo(name=scope.value, description=SCOPE_DESCRIPTIONS[scope]) for scope in Scope],
         limits=RegistryLimits(max_manifest_bytes=services.manifests.max_bytes, max_page_size=MAX_LIMIT),
     )
