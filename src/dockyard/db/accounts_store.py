@@ -601,7 +601,7 @@ class AccountsStore:
     async def app_token_by_hash(self, token_hash: str) -> AppToken | None:
         async with self.db.read() as conn:
             row = (await conn.execute(select(app_tokens).where(app_tokens.c.token_hash == token_hash))).first()
-        return None if row is None else _app_token(row)
+        return None if row is None else app_token_of(row)
 
     async def app_tokens_of(self, user: str) -> list[AppToken]:
         async with self.db.read() as conn:
@@ -611,7 +611,7 @@ class AccountsStore:
                 .where(accounts.c.name == user)
                 .order_by(app_tokens.c.id)
             )
-            return [_app_token(row) for row in rows]
+            return [app_token_of(row) for row in rows]
 
     async def revoke_app_token(self, user: str, token_id: int, *, actor: Actor) -> None:
         async with self.db.write() as conn:
@@ -733,7 +733,7 @@ class AccountsStore:
                 await self.audit(conn, "login", actor, namespace=namespace, metadata=metadata)
 
 
-def _app_token(row: Any) -> AppToken:
+def app_token_of(row: Any) -> AppToken:
     return AppToken(
         id=int(row.id),
         account_id=int(row.account_id),

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dockyard.db.accounts_store import AppToken, readable_by
+from dockyard.db.accounts_store import AppToken, app_token_of, readable_by
 from dockyard.db.audit import AuditWriter
 from dockyard.db.clock import now_ms
 from dockyard.db.engine import Database
@@ -41,19 +41,6 @@ def _user(row: Any) -> UserInfo:
         enabled=bool(row.enabled),
         superuser=bool(row.superuser),
         created_at=int(row.created_at),
-    )
-
-
-def _token(row: Any) -> AppToken:
-    return AppToken(
-        id=int(row.id),
-        account_id=int(row.account_id),
-        title=row.title,
-        created_at=int(row.created_at),
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
-        scopes=row.scopes,
     )
 
 
@@ -138,7 +125,7 @@ class UsersStore:
             query = query.where(app_tokens.c.id > after)
         async with self.db.read() as conn:
             rows = await conn.execute(query.order_by(app_tokens.c.id).limit(limit))
-            return [_token(row) for row in rows]
+            return [app_token_of(row) for row in rows]
 
     async def app_token(self, user: str, token_id: int) -> AppToken | None:
         """One of the user's app tokens that is not revoked."""
@@ -148,7 +135,7 @@ class UsersStore:
         )
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else _token(row)
+        return None if row is None else app_token_of(row)
 
     # -- stars ---------------------------------------------------------------------------------
 
