@@ -25,6 +25,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +47,8 @@ from .support import (
 )
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: 127.0.0.1 is the trusted proxy; no background jobs; garbage collection keeps nothing unreferenced
 #: and abandons idle uploads at once (the test runs it).
@@ -513,8 +516,18 @@ _TAGS = "test_actions.test_tag_commands_and_immutability_rules"
 _DELETION = "test_actions.test_repository_and_organization_deletion_then_purge_by_gc"
 _LOGINS = "test_actions.test_logins_at_the_token_endpoint_and_failed_basic_auth"
 _GC = "test_garbage_collection_records_each_deletion_with_its_rule"
+# The REST API's administrative endpoints, tested with performer and client address by their suites.
+_API_ORGS = "tests/api/test_identity.py::test_every_change_is_audited_with_its_performer_and_client_address"
+_API_ROBOTS = "tests/api/test_identity.py::test_a_users_own_robots_are_audited_in_their_namespace"
+_API_TOKENS = "tests/api/test_user_resources.py::test_app_tokens_are_created_used_listed_and_revoked"
+_API_PASSWORD = "tests/api/test_user_resources.py::test_password_change_ends_the_old_password_and_its_cli_password"
+_API_SESSIONS = "tests/api/test_sessions.py::test_login_sets_a_hardened_cookie_and_answers_the_user_and_csrf_token"
+_API_SESSION_FAILURES = "tests/api/test_sessions.py::test_failed_session_logins_are_audited_and_rate_limited"
+_OAUTH = "tests/api/test_oauth.py::test_authorization_code_flow_with_pkce_end_to_end"
 
-#: Each action of the audit list, by kind, and where it is proved (with performer and address).
+#: Each action of the audit list, by kind, and where it is proved with its performer (and client
+#: address, where there is a client). OAuth grants and the REST API's administrative endpoints are
+#: proved by the suites of those endpoints.
 COVERAGE: dict[str, str] = {
     "push": "ROWS",
     "pull": "ROWS",
@@ -535,23 +548,23 @@ COVERAGE: dict[str, str] = {
     "repository.description": "ROWS",
     "repository.delete": "ROWS; CLI: " + _DELETION,
     "namespace.delete": _DELETION,
-    "permission.grant": _ADMIN,
-    "permission.revoke": _ADMIN,
-    "default_permission.add": _ADMIN,
-    "organization.create": _ADMIN,
-    "team.create": _ADMIN,
-    "team.member.add": _ADMIN,
-    "robot.create": _ADMIN,
-    "robot.regenerate": _ADMIN,
-    "robot.delete": _ADMIN,
-    "app_token.create": _ADMIN,
-    "app_token.revoke": _ADMIN,
+    "permission.grant": _ADMIN + "; API: " + _API_ORGS,
+    "permission.revoke": _ADMIN + "; API: " + _API_ORGS,
+    "default_permission.add": _ADMIN + "; API: " + _API_ORGS,
+    "organization.create": _ADMIN + "; API: " + _API_ORGS,
+    "team.create": _ADMIN + "; API: " + _API_ORGS,
+    "team.member.add": _ADMIN + "; API: " + _API_ORGS,
+    "robot.create": _ADMIN + "; API: " + _API_ROBOTS,
+    "robot.regenerate": _ADMIN + "; API: " + _API_ROBOTS,
+    "robot.delete": _ADMIN + "; API: " + _API_ROBOTS,
+    "app_token.create": _ADMIN + "; API: " + _API_TOKENS,
+    "app_token.revoke": _ADMIN + "; API: " + _API_TOKENS,
     "user.create": _ADMIN,
-    "user.password": _ADMIN,
-    "login": _LOGINS,
-    "login.failure": "ROWS; token endpoint: " + _LOGINS,
-    "quota.set": _ADMIN,
-    "quota.clear": _ADMIN,
+    "user.password": _ADMIN + "; API: " + _API_PASSWORD,
+    "login": _LOGINS + "; browser sessions: " + _API_SESSIONS,
+    "login.failure": "ROWS; token endpoint: " + _LOGINS + "; browser sessions: " + _API_SESSION_FAILURES,
+    "quota.set": _ADMIN + "; API: " + _API_ORGS,
+    "quota.clear": _ADMIN + "; API: " + _API_ORGS,
     "prune_policy.add": "test_a_prune_policy_expiry_names_the_policy_and_its_reason",
     "prune_policy.remove": _ADMIN,
     "namespace.time_machine": _ADMIN,
@@ -562,6 +575,8 @@ COVERAGE: dict[str, str] = {
     "gc.pass": _GC,
     "repository.purge": _DELETION,
     "namespace.purge": _DELETION,
+    "oauth.grant": _OAUTH,
+    "oauth.token": _OAUTH,
 }
 
 
@@ -576,7 +591,10 @@ def test_the_table_covers_every_action_it_claims() -> None:
     for where in COVERAGE.values():
         for reference in where.replace(";", " ").split():
             module, _, test = reference.partition(".")
-            if module == "test_actions":
+            if reference.startswith("tests/"):
+                path, _, test = reference.partition("::")
+                assert f"def {test}(" in (ROOT / path).read_text(), reference
+            elif module == "test_actions":
                 assert hasattr(test_actions, test), reference
             elif reference.startswith("test_"):
                 assert reference in globals(), reference
