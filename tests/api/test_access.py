@@ -67,6 +67,8 @@ def _repository_endpoints(world: World) -> list[tuple[str, str, str, str, Any]]:
         ("admin", "DELETE", "/repositories/{repository}", REPO, None),
         ("read", "GET", "/repositories/{repository}/-/tags", f"{REPO}/-/tags", None),
         ("read", "GET", "/repositories/{repository}/-/tags/{tag}", f"{REPO}/-/tags/v1", None),
+        ("write", "PUT", "/repositories/{repository}/-/tags/{tag}", f"{REPO}/-/tags/v2", {"digest": image}),
+        ("write", "DELETE", "/repositories/{repository}/-/tags/{tag}", f"{REPO}/-/tags/v1", None),
         ("admin", "PATCH", "/repositories/{repository}/-/tags/{tag}", f"{REPO}/-/tags/v1", {"immutable": True}),
         ("read", "GET", "/repositories/{repository}/-/tags/{tag}/history", f"{REPO}/-/tags/v1/history", None),
         (

@@ -468,6 +468,14 @@ def test_client_credentials_act_for_the_organization_only(server: Server) -> Non
     with api(server, issued["access_token"]) as client:
         assert client.get("/api/v1/repositories/acme/private").status_code == 200
         assert client.get("/api/v1/repositories/other/secret").status_code == 403
+        # Listings and search show the organization's private repositories, not other ones.
+        listed = [item["name"] for item in client.get("/api/v1/repositories", params={"limit": 500}).json()["items"]]
+        assert "acme/private" in listed
+        assert "other/secret" not in listed
+        assert client.get("/api/v1/repositories", params={"namespace": "other"}).json()["items"] == []
+        found = client.get("/api/v1/search", params={"q": "private", "kind": "repository"}).json()["items"]
+        assert "acme/private" in [hit["name"] for hit in found]
+        assert client.get("/api/v1/search", params={"q": "secret", "kind": "repository"}).json()["items"] == []
         assert client.post("/api/v1/repositories", json={"name": "acme/x"}).json()["code"] == "INSUFFICIENT_SCOPE"
         assert client.get("/api/v1/user").status_code == 403  # it is not a user
     with api(server, creator["access_token"]) as client:

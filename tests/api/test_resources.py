@@ -148,6 +148,50 @@ def test_tags_history_restore_and_expiry(world: World) -> None:
         assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
 
 
+def test_tags_are_created_moved_and_deleted(world: World) -> None:
+    repo = f"{API}/repositories/acme/tagops"
+    with world.as_("alice") as client:
+        assert client.post(f"{API}/repositories", json={"name": "acme/tagops"}).status_code == 201
+        first, _ = push_image(client, "acme/tagops", "one", seed="one")
+        second, _ = push_image(client, "acme/tagops", "two", seed="two")
+        created = client.put(f"{repo}/-/tags/latest", json={"digest": first})
+        assert created.status_code == 201, created.text
+        assert created.json()["digest"] == first
+        moved = client.put(f"{repo}/-/tags/latest", json={"digest": second})
+        assert (moved.status_code, moved.json()["digest"]) == (200, second)
+        again = client.put(f"{repo}/-/tags/latest", json={"digest": second})
+        assert (again.status_code, again.json()["digest"]) == (200, second)
+        history = client.get(f"{repo}/-/tags/latest/history").json()["items"]
+        assert [entry["digest"] for entry in history] == [second, first]
+        # The registry serves the moved tag.
+        pulled = client.get(
+            "/v2/acme/tagops/manifests/latest", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        )
+        assert pulled.headers["docker-content-digest"] == second
+        unknown = client.put(f"{repo}/-/tags/latest", json={"digest": "sha256:" + "0" * 64})
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "MANIFEST_UNKNOWN")
+        assert client.get(f"{repo}/-/tags/latest").json()["digest"] == second
+        malformed = client.put(f"{repo}/-/tags/latest", json={"digest": "latest"})
+        assert (malformed.status_code, malformed.json()["code"]) == (422, "VALIDATION_FAILED")
+        bad_name = client.put(f"{repo}/-/tags/-bad", json={"digest": first})
+        assert bad_name.status_code in (400, 422), bad_name.text
+        assert client.patch(f"{repo}/-/tags/latest", json={"immutable": True}).status_code == 200
+        pinned_move = client.put(f"{repo}/-/tags/latest", json={"digest": first})
+        assert (pinned_move.status_code, pinned_move.json()["code"]) == (403, "DENIED")
+        pinned_delete = client.delete(f"{repo}/-/tags/latest")
+        assert (pinned_delete.status_code, pinned_delete.json()["code"]) == (403, "DENIED")
+        assert client.get(f"{repo}/-/tags/latest").json()["digest"] == second
+        assert client.patch(f"{repo}/-/tags/latest", json={"immutable": False}).status_code == 200
+        assert client.delete(f"{repo}/-/tags/latest").status_code == 204
+        gone = client.get(f"{repo}/-/tags/latest")
+        assert (gone.status_code, gone.json()["code"]) == (404, "NOT_FOUND")
+        twice = client.delete(f"{repo}/-/tags/latest")
+        assert (twice.status_code, twice.json()["code"]) == (404, "MANIFEST_UNKNOWN")
+        # A deleted tag comes back by restore; its manifests never left.
+        assert client.post(f"{repo}/-/tags/latest/restore", json={"digest": second}).status_code == 200
+        assert client.get(f"{repo}/-/tags/one").json()["digest"] == first
+
+
 def test_immutability_rules_and_pinned_tags(world: World) -> None:
     repo = f"{API}/repositories/acme/rules"
     with world.as_("alice") as client:

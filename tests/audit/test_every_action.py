@@ -325,6 +325,25 @@ def api_restore_tag(world: World, client: httpx.Client) -> list[Expected]:
     return [_at("tag.restore", repository, tag="v1", digest=first, previous=second)]
 
 
+def api_create_and_move_tag(world: World, client: httpx.Client) -> list[Expected]:
+    repository = world.robot_repository("apitag", role="write")
+    first, second = _pushed(world, repository, "a", "b")
+    tags = f"/api/v1/repositories/{repository}/-/tags"
+    _ok(client.put(f"{tags}/v1", json={"digest": first}), 201)
+    _ok(client.put(f"{tags}/v1", json={"digest": second}), 200)
+    return [
+        _at("tag.create", repository, tag="v1", digest=first, previous=None),
+        _at("tag.move", repository, tag="v1", digest=second, previous=first),
+    ]
+
+
+def api_delete_tag(world: World, client: httpx.Client) -> list[Expected]:
+    repository = world.repository(world.user, "apiuntag")
+    (digest,) = _pushed(world, repository, "v1")
+    _ok(client.delete(f"/api/v1/repositories/{repository}/-/tags/v1"), 204)
+    return [_at("tag.delete", repository, tag="v1", digest=digest)]
+
+
 def api_expire_tag_in(world: World, client: httpx.Client) -> list[Expected]:
     repository = world.robot_repository("apiexpin", role="write")
     (digest,) = _pushed(world, repository, "v1")
@@ -383,6 +402,8 @@ ROWS = [
     Row("api repository.description", ("repository.description",), ROBOT, api_change_description),
     Row("api repository.delete", ("repository.delete",), APP, api_delete_repository),
     Row("api tag.immutable", ("tag.immutable",), ROBOT, api_pin_tag),
+    Row("api tag.create and tag.move", ("tag.create", "tag.move"), ROBOT, api_create_and_move_tag),
+    Row("api tag.delete", ("tag.delete",), APP, api_delete_tag),
     Row("api tag.restore", ("tag.restore",), APP, api_restore_tag),
     Row("api tag.expiry in", ("tag.expiry",), ROBOT, api_expire_tag_in),
     Row("api tag.expiry at", ("tag.expiry",), USER, api_expire_tag_at),

@@ -142,6 +142,10 @@ class TagRestore(_Strict):
     digest: str = Field(max_length=160, pattern=DIGEST_PATTERN, description="A manifest the tag pointed at.")
 
 
+class TagTarget(_Strict):
+    digest: str = Field(max_length=160, pattern=DIGEST_PATTERN, description="A manifest of the repository.")
+
+
 class TagExpiry(_Strict):
     """Exactly one of `expires_in` and `expires_at`."""
 

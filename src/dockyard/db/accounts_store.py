@@ -779,11 +779,21 @@ async def _set_permission(
     )
 
 
-def readable_by(viewer: int | None) -> Any:
+def readable_by(viewer: int | None, organization: str | None = None) -> Any:
     """The SQL condition of a repository account `viewer` (None: anonymous) may read: public, in
     the viewer's own namespace, in an organization where a team of the viewer is admin, or granted
-    to the viewer or a team of the viewer. The same rule as `auth.AccessPolicy`, for listings."""
-    readable = repositories.c.visibility == "public"
+    to the viewer or a team of the viewer. The same rule as `auth.AccessPolicy`, for listings.
+
+    `organization` adds every repository of that organization: an OAuth application acting for
+    itself administers its own organization."""
+    readable: Any = repositories.c.visibility == "public"
+    if organization is not None:
+        readable = or_(
+            readable,
+            repositories.c.namespace_id.in_(
+                select(namespaces.c.id).where(namespaces.c.name == organization, namespaces.c.kind == "org")
+            ),
+        )
     if viewer is None:
         return readable
     my_teams = select(team_members.c.team_id).where(team_members.c.account_id == viewer)

@@ -104,6 +104,7 @@ class RepositoriesStore:
         *,
         viewer: int | None,
         everything: bool,
+        organization: str | None = None,
         namespace: str | None,
         contains: str | None,
         public: bool | None,
@@ -111,14 +112,15 @@ class RepositoriesStore:
         after: tuple[Any, ...] | None,
         limit: int,
     ) -> list[RepositoryInfo]:
-        """Repositories `viewer` may read (all with `everything`), filtered, in `sort` order."""
+        """Repositories `viewer` (or an application of `organization`) may read (all with
+        `everything`), filtered, in `sort` order."""
         query = (
             select(*_REPOSITORY_COLUMNS)
             .join(namespaces, namespaces.c.id == repositories.c.namespace_id)
             .where(repositories.c.state == "normal")
         )
         if not everything:
-            query = query.where(readable_by(viewer))
+            query = query.where(readable_by(viewer, organization))
         if namespace is not None:
             query = query.where(namespaces.c.name == namespace)
         if contains:

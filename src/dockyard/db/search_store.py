@@ -21,9 +21,17 @@ class SearchStore:
         self.db = db
 
     async def repositories(
-        self, text: str, *, viewer: int | None, everything: bool, after: str | None, limit: int
+        self,
+        text: str,
+        *,
+        viewer: int | None,
+        everything: bool,
+        organization: str | None = None,
+        after: str | None,
+        limit: int,
     ) -> list[SearchHit]:
-        """Repositories whose name contains `text` that `viewer` may read (all with `everything`)."""
+        """Repositories whose name contains `text` that `viewer` (or an application of
+        `organization`) may read (all with `everything`)."""
         query = (
             select(
                 repositories.c.name,
@@ -35,7 +43,7 @@ class SearchStore:
             .where(repositories.c.state == "normal", repositories.c.name.contains(text, autoescape=True))
         )
         if not everything:
-            query = query.where(readable_by(viewer))
+            query = query.where(readable_by(viewer, organization))
         rows = await self._page(query, repositories.c.name, after, limit)
         return [
             SearchHit(

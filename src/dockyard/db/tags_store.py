@@ -213,6 +213,44 @@ class TagsStore:
                 now=now,
             )
 
+    async def point(self, repository: str, tag: str, digest: str, *, actor: Actor) -> TagChange | None:
+        """Create `tag` on, or move it to, the manifest `digest` of the repository.
+
+        None when the tag pointed there already. Touching the manifest in the same transaction
+        tells a concurrent collector that it is referenced again.
+        """
+        now = now_ms()
+        async with self.db.write() as conn:
+            repo_id, _ = await self._repo(conn, repository)
+            touched = await conn.execute(
+                update(manifests)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.digest == digest,
+                    manifests.c.deleted_at.is_(None),
+                )
+                .values(touched_at=now)
+            )
+            if not touched.rowcount:
+                raise ManifestUnknown(f"manifest {digest} is not in {repository}", detail={"digest": digest})
+            manifest_id = (
+                await conn.execute(
+                    select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                )
+            ).scalar_one()
+            change = await move_tag(conn, repo_id, tag, int(manifest_id), now)
+            if change is not None:
+                await self.audit(
+                    conn,
+                    change.kind,
+                    actor,
+                    namespace=namespace_of(repository),
+                    repository=repository,
+                    metadata={"tag": tag, "digest": digest, "previous": change.previous},
+                    now=now,
+                )
+            return change
+
     async def purge(self, repository: str, tag: str, *, actor: Actor) -> int:
         """Delete `tag` permanently: end it and drop its history, so it cannot be restored."""
         now = now_ms()

@@ -36,6 +36,7 @@ class RepositoryService:
         *,
         viewer: int | None,
         everything: bool,
+        organization: str | None = None,
         namespace: str | None = None,
         contains: str | None = None,
         public: bool | None = None,
@@ -43,12 +44,14 @@ class RepositoryService:
         after: tuple[Any, ...] | None = None,
         limit: int,
     ) -> list[RepositoryInfo]:
-        """Repositories account `viewer` may read (every one with `everything`), filtered."""
+        """Repositories account `viewer` may read (every one with `everything`), filtered; with
+        `organization`, an OAuth application of that organization acting for itself reads its own."""
         if namespace is not None:
             validate_namespace_name(namespace)
         return await self.store.listing(
             viewer=viewer,
             everything=everything,
+            organization=organization,
             namespace=namespace,
             contains=contains.lower() if contains else None,
             public=public,

@@ -28,6 +28,8 @@ class SearchViewer:
     account_id: int | None
     """Repositories this account may read (None: public ones only)."""
     all_repositories: bool = False
+    organization: str | None = None
+    """Every repository of this organization too (an OAuth application acting for itself)."""
     teams_of: int | None = None
     """Teams of the organizations this account is in (None: no teams)."""
     all_teams: bool = False
@@ -69,7 +71,12 @@ class SearchService:
         store = self.store
         if kind == "repository":
             return await store.repositories(
-                text, viewer=viewer.account_id, everything=viewer.all_repositories, after=after, limit=limit
+                text,
+                viewer=viewer.account_id,
+                everything=viewer.all_repositories,
+                organization=viewer.organization,
+                after=after,
+                limit=limit,
             )
         if kind == "user":
             return await store.users(text, after=after, limit=limit)

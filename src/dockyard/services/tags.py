@@ -24,6 +24,12 @@ class TagService:
         Digest.parse(digest)
         await self.store.restore(validate_repository_name(repository), validate_tag(tag), digest, actor=actor)
 
+    async def point(self, repository: str, tag: str, digest: str, *, actor: Actor) -> bool:
+        """Create or move `tag` to the manifest `digest`; True when the tag was created."""
+        Digest.parse(digest)
+        change = await self.store.point(validate_repository_name(repository), validate_tag(tag), digest, actor=actor)
+        return change is not None and change.previous is None
+
     async def purge(self, repository: str, tag: str, *, actor: Actor) -> int:
         return await self.store.purge(validate_repository_name(repository), validate_tag(tag), actor=actor)
 

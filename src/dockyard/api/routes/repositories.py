@@ -44,6 +44,7 @@ async def list_repositories(
     rows = await caller.services.repositories.listing(
         viewer=caller.principal.account_id,
         everything=acts_as_superuser(caller.principal),
+        organization=caller.principal.application_namespace,
         namespace=namespace,
         contains=q,
         public=None if visibility is None else visibility == "public",

@@ -70,6 +70,7 @@ async def search(
     viewer = SearchViewer(
         account_id=principal.account_id if reads_repositories else None,
         all_repositories=superuser and reads_repositories,
+        organization=principal.application_namespace if reads_repositories else None,
         teams_of=principal.account_id if reads_teams else None,
         all_teams=superuser and reads_teams,
     )

@@ -15,7 +15,7 @@ from dockyard.api.context import SECURITY, CallerDep
 from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import RepositoryName, TagName
-from dockyard.api.schemas import ImmutabilityRule, Tag, TagExpiry, TagHistoryEntry, TagRestore, TagUpdate
+from dockyard.api.schemas import ImmutabilityRule, Tag, TagExpiry, TagHistoryEntry, TagRestore, TagTarget, TagUpdate
 from dockyard.auth import Action, Resource
 
 router = APIRouter(tags=["tags"], dependencies=SECURITY, responses=documented(400, 401, 403, 404, 422, 429))
@@ -60,6 +60,31 @@ async def get_tag(caller: CallerDep, repository: RepositoryName, tag: TagName) -
     """Needs read access (`repo:read`)."""
     await caller.allow(Action.PULL, Resource(repository=repository))
     return Tag.of(await caller.services.repositories.tag(repository, tag))
+
+
+@router.put(
+    f"{BASE}/tags/{{tag}}",
+    summary="Create a tag or move it to another manifest",
+    responses={201: {"model": Tag, "description": "The tag was created."}},
+)
+async def put_tag(
+    caller: CallerDep, response: Response, repository: RepositoryName, tag: TagName, body: TagTarget
+) -> Tag:
+    """Point the tag at a manifest already in the repository; its previous manifest stays in the
+    tag's history. Refused (403) for an immutable tag. Needs write access (`repo:write`)."""
+    await caller.allow(Action.PUSH, Resource(repository=repository))
+    if await caller.services.tags.point(repository, tag, body.digest, actor=caller.actor):
+        response.status_code = 201
+    return Tag.of(await caller.services.repositories.tag(repository, tag))
+
+
+@router.delete(f"{BASE}/tags/{{tag}}", status_code=204, response_class=Response, summary="Delete a tag")
+async def delete_tag(caller: CallerDep, repository: RepositoryName, tag: TagName) -> Response:
+    """End the tag; it stays in its history and can be restored within the namespace's
+    time-machine window. Refused (403) for an immutable tag. Needs write access (`repo:write`)."""
+    await caller.allow(Action.DELETE, Resource(repository=repository))
+    await caller.services.manifests.delete(repository, tag, actor=caller.actor)
+    return Response(status_code=204)
 
 
 @router.patch(f"{BASE}/tags/{{tag}}", summary="Pin or unpin a tag")
