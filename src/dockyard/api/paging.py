@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from dockyard.domain.errors import PaginationInvalid
@@ -27,6 +27,7 @@ MAX_CURSOR = 2048
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+PageT = TypeVar("PageT", bound="Page[Any]")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most items on one page.")]
 CursorParam = Annotated[
@@ -88,3 +89,55 @@ def paginate(
     link = f"{request.url.path}?{urlencode([*query, ('limit', str(limit)), ('cursor', cursor)])}"
     response.headers["Link"] = f'<{link}>; rel="next"'
     return page, link, cursor
+
+
+class Paging:
+    """One list request's paging: its `limit` and `cursor` parameters in, its page out.
+
+    A handler names its listing and the shape of its sort key once (`after`), fetches `fetch`
+    rows from the key on, and answers `page(...)`: the trimmed page, its next link and cursor,
+    and the `Link` header.
+    """
+
+    def __init__(
+        self, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.limit = limit
+        self.cursor = cursor
+        self.listing = ""
+
+    @property
+    def fetch(self) -> int:
+        """How many rows to ask for: one more than a page tells whether another page follows."""
+        return self.limit + 1
+
+    def after(self, listing: str, shape: Sequence[type]) -> tuple[Any, ...] | None:
+        """The sort key the page starts after (None on the first page), for `listing`."""
+        self.listing = listing
+        return decode_cursor(self.cursor, listing, shape)
+
+    def after_one(self, listing: str, kind: type) -> Any:
+        """`after` of a listing sorted by one value: that value, or None on the first page."""
+        key = self.after(listing, (kind,))
+        return None if key is None else key[0]
+
+    def page(
+        self,
+        page_type: type[PageT],
+        rows: list[Item],
+        *,
+        key: Callable[[Item], Sequence[str | int]],
+        item: Callable[[Item], Any],
+    ) -> PageT:
+        """The answer: `rows` (fetched with `fetch`) trimmed to a page of `item`s."""
+        if not self.listing:
+            raise RuntimeError("Paging.after names the listing before a page is answered")
+        page, link, next_cursor = paginate(
+            self.request, self.response, rows, limit=self.limit, listing=self.listing, key=key
+        )
+        return page_type(items=[item(row) for row in page], next=link, next_cursor=next_cursor)
+
+
+PagingDep = Annotated[Paging, Depends()]

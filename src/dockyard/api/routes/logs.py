@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from dockyard.api.context import SECURITY, Caller, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import PROBLEM_JSON, documented
 from dockyard.auth import Action, Resource
 from dockyard.auth.authorize import acts_as_superuser
@@ -178,26 +178,13 @@ def _instant(text: str, now: int) -> int:
 
 
 @router.get("/logs", summary="Audit log entries, newest first", responses=documented(*_REFUSALS))
-async def list_logs(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    query: LogQueryDep,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> LogPage:
+async def list_logs(caller: CallerDep, paging: PagingDep, query: LogQueryDep) -> LogPage:
     """The entries still in the database (archived days: `/logs/export`). Who reads what: see
     docs/api.md."""
     wanted = await _readable(caller, query)
-    listing = "logs"
-    after = decode_cursor(cursor, listing, (int, int))
-    rows = await caller.services.audit.newest_first(
-        wanted, before=None if after is None else (after[0], after[1]), limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda entry: (entry.created_at, entry.id)
-    )
-    return LogPage(items=[LogEntry.of(entry) for entry in page], next=link, next_cursor=next_cursor)
+    after = paging.after("logs", (int, int))
+    rows = await caller.services.audit.newest_first(wanted, before=after, limit=paging.fetch)
+    return paging.page(LogPage, rows, key=lambda entry: (entry.created_at, entry.id), item=LogEntry.of)
 
 
 @router.get("/logs/counts", summary="Audit log entries per day and kind", responses=documented(*_REFUSALS))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import DigestParam, RepositoryName
 from dockyard.api.schemas import DescriptorModel, Manifest
@@ -29,22 +29,10 @@ async def get_manifest(caller: CallerDep, repository: RepositoryName, digest: Di
 
 @router.get(f"{BASE}/referrers", summary="Manifests that refer to this one")
 async def list_referrers(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    repository: RepositoryName,
-    digest: DigestParam,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    caller: CallerDep, paging: PagingDep, repository: RepositoryName, digest: DigestParam
 ) -> ReferrerPage:
     """Signatures, SBOMs and other artifacts whose subject is this manifest. Needs read access."""
     await caller.allow(Action.PULL, Resource(repository=repository))
-    listing = "referrers"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.repositories.referrers(
-        repository, digest, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda item: (item.digest,)
-    )
-    return ReferrerPage(items=[DescriptorModel.of(item) for item in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("referrers", str)
+    rows = await caller.services.repositories.referrers(repository, digest, after=after, limit=paging.fetch)
+    return paging.page(ReferrerPage, rows, key=lambda item: (item.digest,), item=DescriptorModel.of)

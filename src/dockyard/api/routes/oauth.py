@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from dockyard.api.context import SECURITY, Caller, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.schemas_auth import (
     Application,
@@ -47,21 +47,12 @@ async def _admin(caller: Caller, org: str, *, sensitive: bool = False) -> None:
 
 
 @router.get(APPS, summary="List an organization's OAuth2 applications")
-async def list_applications(
-    caller: CallerDep,
-    org: OrgPath,
-    request: Request,
-    response: Response,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> ApplicationPage:
+async def list_applications(caller: CallerDep, org: OrgPath, paging: PagingDep) -> ApplicationPage:
     """Needs administration of the organization (`org:admin` for a token)."""
     await _admin(caller, org)
-    listing = "applications"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.oauth.apps(org, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(request, response, rows, limit=limit, listing=listing, key=lambda a: (a.name,))
-    return ApplicationPage(items=[Application.of(app) for app in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("applications", str)
+    rows = await caller.services.oauth.apps(org, after=after, limit=paging.fetch)
+    return paging.page(ApplicationPage, rows, key=lambda a: (a.name,), item=Application.of)
 
 
 @router.post(APPS, status_code=201, summary="Register an OAuth2 application", responses=documented(409))
@@ -130,20 +121,14 @@ async def reset_application_secret(
 
 
 @router.get("/user/authorizations", summary="The OAuth2 applications the calling user authorized")
-async def list_authorizations(
-    caller: CallerDep, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
-) -> AuthorizationPage:
+async def list_authorizations(caller: CallerDep, paging: PagingDep) -> AuthorizationPage:
     """Needs a user (`user:read` for a token)."""
     principal = caller.principal
     await caller.allow(Action.USER_READ, Resource(account=principal.name))
     assert principal.account_id is not None
-    listing = "authorizations"
-    after = decode_cursor(cursor, listing, (int,))
-    rows = await caller.services.oauth.authorizations(
-        principal.account_id, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(request, response, rows, limit=limit, listing=listing, key=lambda r: (r.id,))
-    return AuthorizationPage(items=[Authorization.of(item) for item in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("authorizations", int)
+    rows = await caller.services.oauth.authorizations(principal.account_id, after=after, limit=paging.fetch)
+    return paging.page(AuthorizationPage, rows, key=lambda r: (r.id,), item=Authorization.of)
 
 
 @router.delete(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from dockyard.api.context import SECURITY, Caller, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.schemas_identity import (
     DefaultPermission,
@@ -47,24 +47,18 @@ class DefaultPermissionPage(Page[DefaultPermission]):
 
 
 @router.get("/organizations", summary="List the organizations the caller belongs to")
-async def list_organizations(
-    caller: CallerDep, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
-) -> OrganizationPage:
+async def list_organizations(caller: CallerDep, paging: PagingDep) -> OrganizationPage:
     """Those where the caller is in a team; superusers (with `super:user`) see every one. Needs
     an account and, for a token, `org:admin`."""
     await caller.allow(Action.NAMESPACE_READ, Resource())
-    listing = "organizations"
-    after = decode_cursor(cursor, listing, (str,))
+    after = paging.after_one("organizations", str)
     rows = await caller.services.organizations.listing(
         viewer=caller.principal.account_id,
         everything=acts_as_superuser(caller.principal),
-        after=after[0] if after else None,
-        limit=limit + 1,
+        after=after,
+        limit=paging.fetch,
     )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda org: (org.name,)
-    )
-    return OrganizationPage(items=[Organization.of(org) for org in page], next=link, next_cursor=next_cursor)
+    return paging.page(OrganizationPage, rows, key=lambda org: (org.name,), item=Organization.of)
 
 
 @router.post("/organizations", status_code=201, summary="Create an organization", responses=documented(409))
@@ -112,24 +106,13 @@ async def delete_organization(caller: CallerDep, org: OrgToDelete) -> Response:
 
 
 @router.get(f"{BASE}/members", summary="List the organization's members")
-async def list_members(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    org: OrgName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> MemberPage:
+async def list_members(caller: CallerDep, paging: PagingDep, org: OrgName) -> MemberPage:
     """Every user and robot in one of its teams, with those teams. Needs membership or
     administration (`org:admin`)."""
     await caller.allow(Action.NAMESPACE_READ, Resource(namespace=org))
-    listing = "members"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.organizations.members(org, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda member: (member.name,)
-    )
-    return MemberPage(items=[Member.of(member) for member in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("members", str)
+    rows = await caller.services.organizations.members(org, after=after, limit=paging.fetch)
+    return paging.page(MemberPage, rows, key=lambda member: (member.name,), item=Member.of)
 
 
 @router.delete(
@@ -150,25 +133,12 @@ async def remove_member(caller: CallerDep, org: OrgName, member: MemberName) -> 
 
 
 @router.get(f"{BASE}/default-permissions", summary="List default permissions")
-async def list_default_permissions(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    org: OrgName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> DefaultPermissionPage:
+async def list_default_permissions(caller: CallerDep, paging: PagingDep, org: OrgName) -> DefaultPermissionPage:
     """What each new repository of the organization grants. Needs administration (`org:admin`)."""
     await caller.allow(Action.NAMESPACE_ADMIN, Resource(namespace=org))
-    listing = "default-permissions"
-    after = decode_cursor(cursor, listing, (int,))
-    rows = await caller.services.organizations.default_permissions(
-        org, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(request, response, rows, limit=limit, listing=listing, key=lambda r: (r.id,))
-    return DefaultPermissionPage(
-        items=[DefaultPermission.of(rule) for rule in page], next=link, next_cursor=next_cursor
-    )
+    after = paging.after_one("default-permissions", int)
+    rows = await caller.services.organizations.default_permissions(org, after=after, limit=paging.fetch)
+    return paging.page(DefaultPermissionPage, rows, key=lambda r: (r.id,), item=DefaultPermission.of)
 
 
 @router.post(f"{BASE}/default-permissions", status_code=201, summary="Add a default permission")

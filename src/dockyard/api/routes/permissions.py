@@ -7,10 +7,10 @@ is in the path); robots and teams must be of the repository's namespace.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import RepositoryName
 from dockyard.api.schemas_identity import Permission, PermissionSet, SubjectName
@@ -26,26 +26,13 @@ class PermissionPage(Page[Permission]):
 
 
 @router.get(BASE, summary="List who holds which role on a repository")
-async def list_permissions(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    repository: RepositoryName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> PermissionPage:
+async def list_permissions(caller: CallerDep, paging: PagingDep, repository: RepositoryName) -> PermissionPage:
     """Direct grants only (organization admins and namespace owners hold admin besides). Needs
     admin on the repository (`repo:admin`)."""
     await caller.allow(Action.REPO_ADMIN, Resource(repository=repository))
-    listing = "permissions"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.organizations.permissions(
-        repository, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda grant: (grant.subject,)
-    )
-    return PermissionPage(items=[Permission.of(grant) for grant in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("permissions", str)
+    rows = await caller.services.organizations.permissions(repository, after=after, limit=paging.fetch)
+    return paging.page(PermissionPage, rows, key=lambda grant: (grant.subject,), item=Permission.of)
 
 
 @router.put(f"{BASE}/{{subject:path}}", summary="Give a user, robot or team a role on a repository")

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import RepositoryName
 from dockyard.api.schemas import Repository, RepositoryCreate, RepositoryUpdate, Visibility
@@ -26,21 +26,17 @@ class RepositoryPage(Page[Repository]):
 @router.get("/repositories", summary="List the repositories the caller may read")
 async def list_repositories(
     caller: CallerDep,
-    request: Request,
-    response: Response,
+    paging: PagingDep,
     namespace: Annotated[str | None, Query(max_length=255, description="Only this user or organization.")] = None,
     q: Annotated[str | None, Query(max_length=255, description="Only names containing this text.")] = None,
     visibility: Annotated[Visibility | None, Query(description="Only public or only private ones.")] = None,
     sort: Annotated[RepositorySort, Query(description="name or created; a leading - reverses.")] = "name",
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
 ) -> RepositoryPage:
     """Anonymous callers see public repositories; superusers (with `super:user`) see all. Needs
     `repo:read` for a token."""
     await caller.allow(Action.CATALOG, Resource())
-    listing = f"repositories:{sort}"
     by_name = sort.endswith("name")
-    after = decode_cursor(cursor, listing, (str,) if by_name else (int, int))
+    after = paging.after(f"repositories:{sort}", (str,) if by_name else (int, int))
     rows = await caller.services.repositories.listing(
         viewer=caller.principal.account_id,
         everything=acts_as_superuser(caller.principal),
@@ -50,17 +46,14 @@ async def list_repositories(
         public=None if visibility is None else visibility == "public",
         sort=sort,
         after=after,
-        limit=limit + 1,
+        limit=paging.fetch,
     )
-    page, link, next_cursor = paginate(
-        request,
-        response,
+    return paging.page(
+        RepositoryPage,
         rows,
-        limit=limit,
-        listing=listing,
         key=lambda info: (info.name,) if by_name else (info.created_at, info.id),
+        item=Repository.of,
     )
-    return RepositoryPage(items=[Repository.of(info) for info in page], next=link, next_cursor=next_cursor)
 
 
 @router.post("/repositories", status_code=201, summary="Create a repository", responses=documented(404, 409))

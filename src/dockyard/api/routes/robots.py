@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from dockyard.api.context import SECURITY, Caller, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, Paging, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.schemas_identity import OrgName, Robot, RobotCreate, RobotName, RobotWithToken
 from dockyard.auth import Action, Resource
@@ -35,24 +35,10 @@ async def _own_namespace(caller: Caller) -> str:
     return name
 
 
-async def _list(
-    caller: Caller,
-    request: Request,
-    response: Response,
-    namespace: str,
-    kind: NamespaceKind,
-    limit: int,
-    cursor: str | None,
-) -> RobotPage:
-    listing = "robots"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.organizations.robots(
-        namespace, kind, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda robot: (robot.name,)
-    )
-    return RobotPage(items=[Robot.of(robot) for robot in page], next=link, next_cursor=next_cursor)
+async def _list(caller: Caller, paging: Paging, namespace: str, kind: NamespaceKind) -> RobotPage:
+    after = paging.after_one("robots", str)
+    rows = await caller.services.organizations.robots(namespace, kind, after=after, limit=paging.fetch)
+    return paging.page(RobotPage, rows, key=lambda robot: (robot.name,), item=Robot.of)
 
 
 async def _create(
@@ -67,17 +53,10 @@ async def _create(
 
 
 @router.get(ORG, summary="List an organization's robots")
-async def list_org_robots(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    org: OrgName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> RobotPage:
+async def list_org_robots(caller: CallerDep, paging: PagingDep, org: OrgName) -> RobotPage:
     """Needs administration (`org:admin`)."""
     await caller.allow(Action.NAMESPACE_ADMIN, Resource(namespace=org))
-    return await _list(caller, request, response, org, "org", limit, cursor)
+    return await _list(caller, paging, org, "org")
 
 
 @router.post(ORG, status_code=201, summary="Create an organization's robot", responses=documented(409))
@@ -117,12 +96,10 @@ async def delete_org_robot(caller: CallerDep, org: OrgName, robot: RobotName) ->
 
 
 @router.get(USER, summary="List the calling user's robots")
-async def list_user_robots(
-    caller: CallerDep, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
-) -> RobotPage:
+async def list_user_robots(caller: CallerDep, paging: PagingDep) -> RobotPage:
     """Robots of the user's own namespace. Needs a user and, for a token, `org:admin`."""
     namespace = await _own_namespace(caller)
-    return await _list(caller, request, response, namespace, "user", limit, cursor)
+    return await _list(caller, paging, namespace, "user")
 
 
 @router.post(USER, status_code=201, summary="Create a robot of the calling user", responses=documented(409))

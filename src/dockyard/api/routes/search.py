@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.schemas import Visibility
 from dockyard.auth import Action
@@ -53,14 +53,11 @@ class SearchPage(Page[SearchResult]):
 @router.get("/search", summary="Search by name")
 async def search(
     caller: CallerDep,
-    request: Request,
-    response: Response,
+    paging: PagingDep,
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="Part of the name (case-insensitive).")],
     kind: Annotated[
         list[SearchKind] | None, Query(description="Only results of these kinds (repeat for several).")
     ] = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
 ) -> SearchPage:
     """Open to every caller; each finds only what it may see (docs/api.md)."""
     principal = caller.principal
@@ -74,14 +71,6 @@ async def search(
         teams_of=principal.account_id if reads_teams else None,
         all_teams=superuser and reads_teams,
     )
-    listing = "search"
-    after = decode_cursor(cursor, listing, (int, str))
-    rows = await caller.services.search.search(
-        q,
-        viewer,
-        kinds=kind or SEARCH_KINDS,
-        after=None if after is None else (after[0], after[1]),
-        limit=limit + 1,
-    )
-    page, link, next_cursor = paginate(request, response, rows, limit=limit, listing=listing, key=sort_key)
-    return SearchPage(items=[SearchResult.of(hit) for hit in page], next=link, next_cursor=next_cursor)
+    after = paging.after("search", (int, str))
+    rows = await caller.services.search.search(q, viewer, kinds=kind or SEARCH_KINDS, after=after, limit=paging.fetch)
+    return paging.page(SearchPage, rows, key=sort_key, item=SearchResult.of)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Response
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import RepositoryName, TagName
 from dockyard.api.schemas import ImmutabilityRule, Tag, TagExpiry, TagHistoryEntry, TagRestore, TagTarget, TagUpdate
@@ -36,23 +36,12 @@ class ImmutabilityRulePage(Page[ImmutabilityRule]):
 
 
 @router.get(f"{BASE}/tags", summary="List live tags")
-async def list_tags(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    repository: RepositoryName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> TagPage:
+async def list_tags(caller: CallerDep, paging: PagingDep, repository: RepositoryName) -> TagPage:
     """Needs read access (`repo:read`)."""
     await caller.allow(Action.PULL, Resource(repository=repository))
-    listing = "tags"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.repositories.tags(repository, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda tag: (tag.name,)
-    )
-    return TagPage(items=[Tag.of(tag) for tag in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("tags", str)
+    rows = await caller.services.repositories.tags(repository, after=after, limit=paging.fetch)
+    return paging.page(TagPage, rows, key=lambda tag: (tag.name,), item=Tag.of)
 
 
 @router.get(f"{BASE}/tags/{{tag}}", summary="One live tag")
@@ -96,26 +85,12 @@ async def update_tag(caller: CallerDep, repository: RepositoryName, tag: TagName
 
 
 @router.get(f"{BASE}/tags/{{tag}}/history", summary="A tag's history, newest first")
-async def tag_history(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    repository: RepositoryName,
-    tag: TagName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> TagHistoryPage:
+async def tag_history(caller: CallerDep, paging: PagingDep, repository: RepositoryName, tag: TagName) -> TagHistoryPage:
     """Every manifest the tag pointed at, with when. Needs read access (`repo:read`)."""
     await caller.allow(Action.PULL, Resource(repository=repository))
-    listing = f"history:{tag}"
-    after = decode_cursor(cursor, listing, (int, int))
-    rows = await caller.services.repositories.history(
-        repository, tag, after=(after[0], after[1]) if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda row: (row.start_at, row.id)
-    )
-    return TagHistoryPage(items=[TagHistoryEntry.of(row) for row in page], next=link, next_cursor=next_cursor)
+    after = paging.after(f"history:{tag}", (int, int))
+    rows = await caller.services.repositories.history(repository, tag, after=after, limit=paging.fetch)
+    return paging.page(TagHistoryPage, rows, key=lambda row: (row.start_at, row.id), item=TagHistoryEntry.of)
 
 
 @router.post(f"{BASE}/tags/{{tag}}/restore", summary="Point a tag back at an earlier manifest")
@@ -149,24 +124,16 @@ async def clear_tag_expiry(caller: CallerDep, repository: RepositoryName, tag: T
 
 
 @router.get(f"{BASE}/immutability-rules", summary="List immutability rules")
-async def list_rules(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    repository: RepositoryName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> ImmutabilityRulePage:
+async def list_rules(caller: CallerDep, paging: PagingDep, repository: RepositoryName) -> ImmutabilityRulePage:
     """Tags matching a rule can be neither moved nor deleted. Needs read access (`repo:read`)."""
     await caller.allow(Action.PULL, Resource(repository=repository))
-    listing = "immutability-rules"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.repositories.rules(repository, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda pattern: (pattern,)
-    )
-    return ImmutabilityRulePage(
-        items=[ImmutabilityRule(pattern=pattern) for pattern in page], next=link, next_cursor=next_cursor
+    after = paging.after_one("immutability-rules", str)
+    rows = await caller.services.repositories.rules(repository, after=after, limit=paging.fetch)
+    return paging.page(
+        ImmutabilityRulePage,
+        rows,
+        key=lambda pattern: (pattern,),
+        item=lambda pattern: ImmutabilityRule(pattern=pattern),
     )
 
 

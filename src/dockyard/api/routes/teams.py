@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.schemas_identity import MemberName, OrgName, Team, TeamCreate, TeamMember, TeamName, TeamUpdate
 from dockyard.auth import Action, Resource
@@ -28,23 +28,12 @@ class TeamMemberPage(Page[TeamMember]):
 
 
 @router.get(BASE, summary="List the organization's teams")
-async def list_teams(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    org: OrgName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> TeamPage:
+async def list_teams(caller: CallerDep, paging: PagingDep, org: OrgName) -> TeamPage:
     """Needs membership or administration (`org:admin`)."""
     await caller.allow(Action.NAMESPACE_READ, Resource(namespace=org))
-    listing = "teams"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.organizations.teams(org, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda team: (team.name,)
-    )
-    return TeamPage(items=[Team.of(team) for team in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("teams", str)
+    rows = await caller.services.organizations.teams(org, after=after, limit=paging.fetch)
+    return paging.page(TeamPage, rows, key=lambda team: (team.name,), item=Team.of)
 
 
 @router.post(BASE, status_code=201, summary="Create a team", responses=documented(409))
@@ -97,26 +86,12 @@ async def delete_team(caller: CallerDep, org: OrgName, team: TeamName) -> Respon
 
 
 @router.get(f"{BASE}/{{team}}/members", summary="List a team's members")
-async def list_team_members(
-    caller: CallerDep,
-    request: Request,
-    response: Response,
-    org: OrgName,
-    team: TeamName,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> TeamMemberPage:
+async def list_team_members(caller: CallerDep, paging: PagingDep, org: OrgName, team: TeamName) -> TeamMemberPage:
     """Needs membership or administration (`org:admin`)."""
     await caller.allow(Action.NAMESPACE_READ, Resource(namespace=org))
-    listing = f"team-members:{team}"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.organizations.team_members(
-        org, team, after=after[0] if after else None, limit=limit + 1
-    )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda member: (member.name,)
-    )
-    return TeamMemberPage(items=[TeamMember.of(member) for member in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one(f"team-members:{team}", str)
+    rows = await caller.services.organizations.team_members(org, team, after=after, limit=paging.fetch)
+    return paging.page(TeamMemberPage, rows, key=lambda member: (member.name,), item=TeamMember.of)
 
 
 @router.put(f"{BASE}/{{team}}/members/{{member}}", summary="Add a member to a team")

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from dockyard.api.context import SECURITY, Caller, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.params import RepositoryName
 from dockyard.api.schemas import UserProfile
@@ -97,16 +97,12 @@ async def get_cli_password(caller: CallerDep, response: Response) -> CliPassword
 
 
 @router.get("/user/tokens", summary="List the caller's app tokens", responses=documented(400))
-async def list_tokens(
-    caller: CallerDep, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
-) -> AppTokenPage:
+async def list_tokens(caller: CallerDep, paging: PagingDep) -> AppTokenPage:
     """Tokens not revoked (expired ones included), without their secrets. Needs `user:read`."""
     name = await _own_account(caller, Action.USER_READ)
-    listing = "user-tokens"
-    after = decode_cursor(cursor, listing, (int,))
-    rows = await caller.services.users.app_tokens(name, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(request, response, rows, limit=limit, listing=listing, key=lambda t: (t.id,))
-    return AppTokenPage(items=[AppToken.of(token) for token in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("user-tokens", int)
+    rows = await caller.services.users.app_tokens(name, after=after, limit=paging.fetch)
+    return paging.page(AppTokenPage, rows, key=lambda t: (t.id,), item=AppToken.of)
 
 
 @router.post(
@@ -161,25 +157,16 @@ async def revoke_token(caller: CallerDep, token_id: TokenId) -> Response:
 
 
 @router.get("/user/starred", summary="List the caller's starred repositories", responses=documented(400))
-async def list_starred(
-    caller: CallerDep, request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
-) -> StarredPage:
+async def list_starred(caller: CallerDep, paging: PagingDep) -> StarredPage:
     """Only those the caller may still read. Needs `user:read`."""
     await _own_account(caller, Action.USER_READ)
     account_id = caller.principal.account_id
     assert account_id is not None
-    listing = "user-starred"
-    after = decode_cursor(cursor, listing, (str,))
+    after = paging.after_one("user-starred", str)
     rows = await caller.services.users.starred(
-        account_id,
-        everything=acts_as_superuser(caller.principal),
-        after=after[0] if after else None,
-        limit=limit + 1,
+        account_id, everything=acts_as_superuser(caller.principal), after=after, limit=paging.fetch
     )
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda star: (star.repository.name,)
-    )
-    return StarredPage(items=[StarredRepository.of_star(star) for star in page], next=link, next_cursor=next_cursor)
+    return paging.page(StarredPage, rows, key=lambda star: (star.repository.name,), item=StarredRepository.of_star)
 
 
 @router.put(

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from dockyard.api.context import SECURITY, CallerDep
-from dockyard.api.paging import DEFAULT_LIMIT, CursorParam, Limit, Page, decode_cursor, paginate
+from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import documented
 from dockyard.api.routes.user import NO_STORE
 from dockyard.api.schemas_user import User, UserCreate, UserCreated, UserUpdate
@@ -37,21 +37,14 @@ class UserPage(Page[User]):
 @router.get("/users", summary="List users")
 async def list_users(
     caller: CallerDep,
-    request: Request,
-    response: Response,
+    paging: PagingDep,
     prefix: Annotated[str | None, Query(max_length=255, description="Only names starting with this.")] = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
 ) -> UserPage:
     """User accounts (robots are listed with their namespaces). Needs `super:user`."""
     await caller.allow(Action.SUPERUSER, Resource())
-    listing = "users"
-    after = decode_cursor(cursor, listing, (str,))
-    rows = await caller.services.users.users(prefix=prefix, after=after[0] if after else None, limit=limit + 1)
-    page, link, next_cursor = paginate(
-        request, response, rows, limit=limit, listing=listing, key=lambda user: (user.name,)
-    )
-    return UserPage(items=[User.of(user) for user in page], next=link, next_cursor=next_cursor)
+    after = paging.after_one("users", str)
+    rows = await caller.services.users.users(prefix=prefix, after=after, limit=paging.fetch)
+    return paging.page(UserPage, rows, key=lambda user: (user.name,), item=User.of)
 
 
 @router.post("/users", status_code=201, summary="Create a user", responses=documented(409))
