@@ -1,12 +1,15 @@
-"""A live Dockyard for the API tests (embedded default: SQLite and local disk) and the seeded
-world they share: accounts, tokens, repositories and an image."""
+"""A live Dockyard for the API tests (embedded default: SQLite and local disk), the seeded
+world they share (accounts, tokens, repositories and an image), and the OAuth2 helpers of the
+flow tests: an application of acme registered by alice, PKCE pairs, authorization requests."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +28,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 PROBLEM = "application/problem+json"
 PASSWORD = "correct-horse-battery"
+REDIRECT = "https://client.example/callback"
+APPS = "/api/v1/organizations/acme/applications"
 
 
 @dataclass
@@ -198,3 +204,57 @@ def seed(server: Server) -> World:
     server.cli("team", "add", "acme", "viewers", "carol")
     world.tokens["member"] = server.cli("token", "create", "carol", "--title", "member").strip()
     return world
+
+
+# -- OAuth2 ------------------------------------------------------------------------------------
+
+
+@dataclass
+class App:
+    client_id: str
+    secret: str
+
+    def auth(self) -> httpx.BasicAuth:
+        return httpx.BasicAuth(self.client_id, self.secret)
+
+
+def register(server: Server, name: str, scopes: list[str] | None = None, uris: list[str] | None = None) -> App:
+    """An OAuth2 application of organization acme, registered by its owner alice."""
+    body: dict[str, Any] = {"name": name, "redirect_uris": uris or [REDIRECT], "description": "a <b>test</b> app"}
+    if scopes is not None:
+        body["scopes"] = scopes
+    with server.client(auth=("alice", PASSWORD)) as alice:
+        response = alice.post(APPS, json=body)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["client_secret"].startswith("dys_")
+    return App(created["client_id"], created["client_secret"])
+
+
+def pkce() -> tuple[str, str]:
+    """A fresh (code_verifier, S256 code_challenge)."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+def authorize_params(app: App, challenge: str, **extra: str) -> dict[str, str]:
+    """The query of an authorization request (code with PKCE); `extra` adds or replaces parameters."""
+    return {
+        "response_type": "code",
+        "client_id": app.client_id,
+        "redirect_uri": REDIRECT,
+        "scope": "repo:read",
+        "state": "xyz-state",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+
+
+def oauth_error(response: httpx.Response, error: str, status: int = 400) -> None:
+    """Assert an RFC 6749 §5.2 error answer."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.json()["error"] == error

@@ -9,39 +9,37 @@ X-Forwarded-For addresses and the audit log shows which did what.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import json
 import re
-import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from .support import PASSWORD, PROBLEM, Server, push_image, running_server
+from .support import (
+    APPS,
+    PASSWORD,
+    PROBLEM,
+    REDIRECT,
+    App,
+    Server,
+    authorize_params,
+    oauth_error,
+    pkce,
+    push_image,
+    register,
+    running_server,
+)
 
 pytestmark = pytest.mark.integration
 
 CODE_SECONDS = 4
 BROWSER_IP = "192.0.2.10"
 APP_IP = "203.0.113.50"
-REDIRECT = "https://client.example/callback"
-APPS = "/api/v1/organizations/acme/applications"
-
-
-@dataclass
-class App:
-    client_id: str
-    secret: str
-
-    def auth(self) -> httpx.BasicAuth:
-        return httpx.BasicAuth(self.client_id, self.secret)
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +59,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         with live.client(auth=("bob", PASSWORD)) as bob:
             assert bob.post("/api/v1/repositories", json={"name": "other/secret"}).status_code == 201
         yield live
-
-
-def register(server: Server, name: str, scopes: list[str] | None = None, uris: list[str] | None = None) -> App:
-    body: dict[str, Any] = {"name": name, "redirect_uris": uris or [REDIRECT], "description": "a <b>test</b> app"}
-    if scopes is not None:
-        body["scopes"] = scopes
-    with server.client(auth=("alice", PASSWORD)) as alice:
-        response = alice.post(APPS, json=body)
-    assert response.status_code == 201, response.text
-    created = response.json()
-    assert created["client_secret"].startswith("dys_")
-    return App(created["client_id"], created["client_secret"])
-
-
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
 
 
 def hidden_fields(page: str) -> dict[str, str]:
@@ -101,19 +81,6 @@ def log_in(client: httpx.Client, user: str = "alice") -> str:
     assert response.status_code == 201, response.text
     csrf: str = response.json()["csrf_token"]
     return csrf
-
-
-def authorize_params(app: App, challenge: str, **extra: str) -> dict[str, str]:
-    return {
-        "response_type": "code",
-        "client_id": app.client_id,
-        "redirect_uri": REDIRECT,
-        "scope": "repo:read",
-        "state": "xyz-state",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **extra,
-    }
 
 
 def consent(client: httpx.Client, params: dict[str, str]) -> httpx.Response:
@@ -156,13 +123,6 @@ def tokens(server: Server, app: App, scope: str = "repo:read") -> dict[str, Any]
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def oauth_error(response: httpx.Response, error: str, status: int = 400) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.json()["error"] == error
 
 
 def api(server: Server, token: str, ip: str = APP_IP) -> httpx.Client:

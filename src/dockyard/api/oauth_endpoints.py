@@ -203,6 +203,16 @@ def _redirect(uri: str, params: dict[str, str | None], status: int = 302) -> Red
 # -- authorize ---------------------------------------------------------------------------------
 
 
+def _posted_from_elsewhere(request: Request) -> bool:
+    """Whether the browser says the form came from a page of another origin.
+
+    Browsers send `Sec-Fetch-Site` and pages cannot forge it: `same-origin` for Dockyard's own
+    pages, `none` for a user's own navigation. Checked before the CSRF token, so even a leaked
+    token is of no use to a sibling site; clients that send no such header rely on the token.
+    """
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
 async def authorize(request: Request) -> Response:
     services = _services(request)
     try:
@@ -230,8 +240,10 @@ async def authorize(request: Request) -> Response:
                 headers={"Cache-Control": "no-store"},
             )
         return _consent_page(request, checked, session)
+    if _posted_from_elsewhere(request):
+        return _error_page("the form was posted from another site; decide on this page only", 403)
     if session is None:
-        return _error_page("your session ended before you decided; start again from the application", 401)
+        return _error_page("you are not logged in here (or your session ended); start again from the application", 401)
     if not services.sessions.csrf_matches(session, params.get("csrf_token")):
         return _error_page("the form did not come from this session (CSRF token missing or wrong)", 403)
     if params.get("decision") != "allow":
@@ -255,6 +267,8 @@ async def login(request: Request) -> Response:
     except OAuthError as exc:
         return _error_page(exc.message)
     next_query = fields.get("next", "")[:_MAX_NEXT]
+    if _posted_from_elsewhere(request):
+        return _login_page(request, next_query, error="The form was posted from another site; log in here.", status=403)
     expected = request.cookies.get(_LOGIN_CSRF_COOKIE)
     presented = fields.get("csrf_token", "")
     if not expected or not secrets.compare_digest(expected.encode(), presented.encode()):
