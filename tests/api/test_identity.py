@@ -513,6 +513,7 @@ def test_every_change_is_audited_with_its_performer_and_client_address(proxied: 
     assert metadata[9] == {"robot": f"{org}+ci"}
     assert metadata[11] == {"subject": "dev", "role": "write", "creator": None, "old": "read"}
     assert metadata[12] == {"id": rule["id"], "subject": "dev", "role": "write", "creator": None}
+    assert metadata[13]["grants"] == {"owner": "admin"}  # the creator's own grant
     assert metadata[14] == {"subject": f"{org}+ci", "old": None, "new": "write"}
     assert metadata[15] == {"subject": f"{org}+ci", "old": "write"}
     assert metadata[17] == {"team": "devs", "role": "creator", "members": []}

@@ -241,7 +241,8 @@ def test_every_administrative_command_is_recorded_with_old_and_new_values(server
         "role": "write",
         "creator": None,
     }
-    assert found["repository.create"].metadata == {"visibility": "private"}
+    # The organization's default permission, applied at creation, is itemized.
+    assert found["repository.create"].metadata == {"visibility": "private", "grants": {f"{org}/builders": "write"}}
     assert found["repository.create"].repository == repo
     assert found["repository.visibility"].metadata == {"old": "private", "new": "public"}
     grants = [e.metadata for e in entries if e.kind == "permission.grant"]

@@ -362,15 +362,11 @@ class AccountsStore:
                     .returning(repositories.c.id)
                 )
             ).scalar_one()
-            await apply_creation_rules(conn, int(repo_id), namespace_id, creator_id)
-            await self.audit(
-                conn,
-                "repository.create",
-                actor,
-                namespace=namespace,
-                repository=name,
-                metadata={"visibility": "public" if public else "private"},
-            )
+            grants = await apply_creation_rules(conn, int(repo_id), namespace_id, creator_id)
+            metadata: dict[str, object] = {"visibility": "public" if public else "private"}
+            if grants:
+                metadata["grants"] = grants
+            await self.audit(conn, "repository.create", actor, namespace=namespace, repository=name, metadata=metadata)
 
     async def set_visibility(self, name: str, public: bool, *, actor: Actor) -> None:
         visibility = "public" if public else "private"
@@ -813,14 +809,17 @@ def readable_by(viewer: int | None, organization: str | None = None) -> Any:
     )
 
 
-async def apply_creation_rules(conn: AsyncConnection, repo_id: int, namespace_id: int, creator_id: int | None) -> None:
+async def apply_creation_rules(
+    conn: AsyncConnection, repo_id: int, namespace_id: int, creator_id: int | None
+) -> dict[str, str]:
     """Grants for a new repository: the org's default permissions, and admin for its creator.
 
-    For each subject, a rule naming the creator wins over the rule for anyone.
+    For each subject, a rule naming the creator wins over the rule for anyone. Returns the roles
+    given, by subject name (`user`, `ns+robot`, `org/team`), for the audit entry of the creation.
     """
     kind = await conn.scalar(select(namespaces.c.kind).where(namespaces.c.id == namespace_id))
     if kind != "org":
-        return
+        return {}
     rules = await conn.execute(
         select(default_permissions).where(
             default_permissions.c.namespace_id == namespace_id,
@@ -838,5 +837,22 @@ async def apply_creation_rules(conn: AsyncConnection, repo_id: int, namespace_id
             chosen[subject] = (specific, Role.parse(rule.role))
     if creator_id is not None:
         chosen[(creator_id, None)] = (True, Role.ADMIN)
+    granted: dict[str, str] = {}
     for (account_id, team_id), (_, role) in chosen.items():
         await _set_permission(conn, repo_id, account_id, team_id, role)
+        granted[await _subject_name(conn, account_id, team_id)] = role.label
+    return dict(sorted(granted.items()))
+
+
+async def _subject_name(conn: AsyncConnection, account_id: int | None, team_id: int | None) -> str:
+    """How a permission's subject is named: an account's name, a team's `org/team`."""
+    if account_id is not None:
+        return str((await conn.execute(select(accounts.c.name).where(accounts.c.id == account_id))).scalar_one())
+    row = (
+        await conn.execute(
+            select(namespaces.c.name.label("org"), teams.c.name)
+            .join(namespaces, namespaces.c.id == teams.c.namespace_id)
+            .where(teams.c.id == team_id)
+        )
+    ).one()
+    return f"{row.org}/{row.name}"

@@ -86,14 +86,17 @@ class RegistryStore:
         )
         repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one()
         if result.rowcount:
-            await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
+            grants = await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
+            metadata: dict[str, object] = {"visibility": "private", "via": "push"}
+            if grants:
+                metadata["grants"] = grants
             await self.audit(
                 conn,
                 "repository.create",
                 actor or DOCKYARD,
                 namespace=namespace,
                 repository=name,
-                metadata={"visibility": "private", "via": "push"},
+                metadata=metadata,
                 now=now,
             )
         return int(repo_id)
