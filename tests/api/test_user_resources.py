@@ -551,7 +551,7 @@ def test_logs_filter_and_page_newest_first(site: Site) -> None:
         assert [item["kind"] for item in newest] == ["repository.create"]
         assert_audited(newest[0], "alice", "203.0.113.60")
         assert newest[0]["performer_kind"] == "user"
-        assert newest[0]["metadata"] == {"visibility": "private"}
+        assert newest[0]["metadata"] == {"visibility": "private", "grants": {"alice": "admin"}}
         prefixed = admin.get(f"{API}/logs", params={"kind": "repository.*", "performer": "alice"}).json()["items"]
         assert prefixed
         assert {item["performer"] for item in prefixed} == {"alice"}
