@@ -81,11 +81,15 @@ class RegistryStore:
         namespace_id = int(
             (await conn.execute(select(namespaces.c.id).where(namespaces.c.name == namespace))).scalar_one()
         )
-        result = await conn.execute(
-            self._insert_ignore(repositories, {"name": name, "namespace_id": namespace_id, "created_at": now}, ["name"])
+        # Whether this transaction created it comes from RETURNING: for an INSERT, the rowcount
+        # of the async PostgreSQL driver is -1 whatever happened.
+        created = await conn.scalar(
+            self._insert_ignore(
+                repositories, {"name": name, "namespace_id": namespace_id, "created_at": now}, ["name"]
+            ).returning(repositories.c.id)
         )
         repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one()
-        if result.rowcount:
+        if created is not None:
             grants = await apply_creation_rules(conn, int(repo_id), namespace_id, creator)
             metadata: dict[str, object] = {"visibility": "private", "via": "push"}
             if grants:
@@ -118,13 +122,13 @@ class RegistryStore:
             touched = await conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
             if touched.rowcount:
                 return int((await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one())
-            inserted = await conn.execute(
+            inserted = await conn.scalar(
                 self._insert_ignore(
                     blobs, {"digest": digest, "size": size, "created_at": now, "touched_at": now}, ["digest"]
-                )
+                ).returning(blobs.c.id)
             )
-            if inserted.rowcount:
-                return int((await conn.execute(select(blobs.c.id).where(blobs.c.digest == digest))).scalar_one())
+            if inserted is not None:
+                return int(inserted)
 
     @staticmethod
     async def _repository_id(conn: AsyncConnection, name: str) -> int | None:

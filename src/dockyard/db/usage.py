@@ -96,12 +96,16 @@ async def charge(conn: AsyncConnection, dialect: str, namespace_id: int, digest:
     )
     if renewed.rowcount:
         return
-    inserted = await conn.execute(
+    # Whether the row went in is read from RETURNING, not rowcount: for an INSERT the async
+    # psycopg driver reports -1 (SQLAlchemy keeps the count only for UPDATE and DELETE), which
+    # would count a digest a concurrent transaction inserted first a second time.
+    inserted = await conn.scalar(
         _insert(dialect, namespace_usage_items)
         .values(namespace_id=namespace_id, digest=digest, size=size, touched_at=now)
         .on_conflict_do_nothing(index_elements=["namespace_id", "digest"])
+        .returning(namespace_usage_items.c.size)
     )
-    if not inserted.rowcount:
+    if inserted is None:
         return  # a concurrent transaction counted it first
     quota = await quota_of(conn, namespace_id)
     if quota.limit is not None and dialect == "postgresql":
