@@ -21,8 +21,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def moment(ms: int) -> dt.datetime:
+    """A time kept as milliseconds since the epoch, as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
 def when(ms: int | None) -> dt.datetime | None:
-    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    """`moment`, or None for no time."""
+    return None if ms is None else moment(ms)
 
 
 # -- user and registry -------------------------------------------------------------------------
@@ -76,7 +82,7 @@ class Repository(BaseModel):
             namespace=info.namespace,
             visibility="public" if info.public else "private",
             description=info.description,
-            created_at=dt.datetime.fromtimestamp(info.created_at / 1000, tz=dt.UTC),
+            created_at=moment(info.created_at),
         )
 
 
@@ -110,7 +116,7 @@ class Tag(BaseModel):
             digest=info.digest,
             media_type=info.media_type,
             manifest_size=info.size,
-            last_modified=dt.datetime.fromtimestamp(info.start_at / 1000, tz=dt.UTC),
+            last_modified=moment(info.start_at),
             expires_at=when(info.expires_at),
             immutable=info.immutable,
         )
@@ -131,7 +137,7 @@ class TagHistoryEntry(BaseModel):
     def of(cls, row: HistoryRow) -> TagHistoryEntry:
         return cls(
             digest=row.digest,
-            start=dt.datetime.fromtimestamp(row.start_at / 1000, tz=dt.UTC),
+            start=moment(row.start_at),
             end=when(row.end_at),
             expires_at=when(row.expires_at),
             immutable=row.immutable,

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from dockyard.api.schemas import moment
 from dockyard.domain.access import parse_scopes, scopes_text
 from dockyard.services.oauth import MAX_REDIRECT_URIS, MAX_URI, AuthorizationRecord, OAuthApp
 from dockyard.services.sessions import ActiveSession
@@ -27,10 +28,6 @@ ClientIdPath = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _when(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -69,9 +66,9 @@ class Session(BaseModel):
         return cls(
             user=SessionUser(name=principal.name, email=email, superuser=principal.superuser),
             csrf_token=session.csrf_token,
-            authenticated_at=_when(session.authenticated_at),
-            fresh_until=_when(session.authenticated_at + fresh_seconds * 1000),
-            expires_at=_when(session.expires_at),
+            authenticated_at=moment(session.authenticated_at),
+            fresh_until=moment(session.authenticated_at + fresh_seconds * 1000),
+            expires_at=moment(session.expires_at),
         )
 
 
@@ -138,8 +135,8 @@ def _application_fields(app: OAuthApp) -> dict[str, object]:
         "description": app.description,
         "redirect_uris": list(app.redirect_uris),
         "scopes": _scope_names(app.scopes),
-        "created_at": _when(app.created_at),
-        "secret_reset_at": None if app.secret_reset_at is None else _when(app.secret_reset_at),
+        "created_at": moment(app.created_at),
+        "secret_reset_at": None if app.secret_reset_at is None else moment(app.secret_reset_at),
     }
 
 
@@ -163,6 +160,6 @@ class Authorization(BaseModel):
             organization=app.namespace,
             description=app.description,
             scopes=_scope_names(record.scopes),
-            authorized_at=_when(record.created_at),
-            updated_at=_when(record.updated_at),
+            authorized_at=moment(record.created_at),
+            updated_at=moment(record.updated_at),
         )

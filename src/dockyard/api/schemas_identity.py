@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from dockyard.api.schemas import moment
 from dockyard.domain.identity import (
     MAX_EMAIL,
     MAX_TEAM_DESCRIPTION,
@@ -75,10 +76,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _when(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
 # -- organizations -----------------------------------------------------------------------------
 
 
@@ -89,7 +86,7 @@ class Organization(BaseModel):
 
     @classmethod
     def of(cls, info: OrganizationInfo) -> Organization:
-        return cls(name=info.name, email=info.email, created_at=_when(info.created_at))
+        return cls(name=info.name, email=info.email, created_at=moment(info.created_at))
 
 
 class OrganizationCreate(_Request):
@@ -136,7 +133,7 @@ class Team(BaseModel):
             role=role,
             description=info.description,
             members=info.members,
-            created_at=_when(info.created_at),
+            created_at=moment(info.created_at),
         )
 
 
@@ -178,7 +175,7 @@ class Robot(BaseModel):
     @classmethod
     def of(cls, info: RobotInfo) -> Robot:
         return cls(
-            name=info.name, short_name=info.short_name, namespace=info.namespace, created_at=_when(info.created_at)
+            name=info.name, short_name=info.short_name, namespace=info.namespace, created_at=moment(info.created_at)
         )
 
 

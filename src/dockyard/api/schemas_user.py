@@ -8,7 +8,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-from dockyard.api.schemas import Repository, when
+from dockyard.api.schemas import Repository, moment, when
 from dockyard.domain.access import Scope
 from dockyard.domain.users import StarredRepository as StarredRecord
 from dockyard.domain.users import UserInfo
@@ -122,7 +122,7 @@ def _token_fields(token: TokenRecord) -> dict[str, Any]:
         "id": token.id,
         "title": token.title,
         "scopes": token.scopes.split(),
-        "created_at": dt.datetime.fromtimestamp(token.created_at / 1000, tz=dt.UTC),
+        "created_at": moment(token.created_at),
         "expires_at": when(token.expires_at),
         "last_used_at": when(token.last_used_at),
     }
@@ -133,7 +133,7 @@ class StarredRepository(Repository):
 
     @classmethod
     def of_star(cls, star: StarredRecord) -> StarredRepository:
-        starred_at = dt.datetime.fromtimestamp(star.starred_at / 1000, tz=dt.UTC)
+        starred_at = moment(star.starred_at)
         return cls(**Repository.of(star.repository).model_dump(), starred_at=starred_at)
 
 
@@ -154,7 +154,7 @@ class User(BaseModel):
             email=info.email,
             enabled=info.enabled,
             superuser=info.superuser,
-            created_at=dt.datetime.fromtimestamp(info.created_at / 1000, tz=dt.UTC),
+            created_at=moment(info.created_at),
         )
 
 

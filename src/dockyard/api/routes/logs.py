@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from dockyard.api.context import SECURITY, Caller, CallerDep
 from dockyard.api.paging import Page, PagingDep
 from dockyard.api.problems import PROBLEM_JSON, documented
+from dockyard.api.schemas import moment
 from dockyard.auth import Action, Resource
 from dockyard.auth.authorize import acts_as_superuser
 from dockyard.domain.access import validate_namespace_name
@@ -64,7 +65,7 @@ class LogEntry(BaseModel):
     def of(cls, entry: AuditEntry) -> LogEntry:
         return cls(
             id=entry.id,
-            time=dt.datetime.fromtimestamp(entry.created_at / 1000, tz=dt.UTC),
+            time=moment(entry.created_at),
             kind=entry.kind,
             performer=entry.performer,
             performer_kind=entry.performer_kind,
